@@ -1,0 +1,162 @@
+"""Training augmentations, described once in YAML and run by one of two backends.
+
+An augment config is `backend` + a list of `ops`, each `{op: NAME, ...params}`. The op vocabulary
+follows albumentations' parameter names, so the same YAML means the same thing on both backends:
+
+| op                 | params                                                     | tensor | albumentations |
+|--------------------|------------------------------------------------------------|--------|----------------|
+| crop               | pad, fill: pad by `pad` pixels then random 32x32 crop      | yes    | yes            |
+| hflip              | p                                                          | yes    | yes            |
+| cutout             | size, fill, p: one size x size hole inside the image       | yes    | yes            |
+| shift_scale_rotate | shift_limit, scale_limit, rotate_limit, border, fill, p    | no     | yes            |
+| color_jitter       | brightness, contrast, saturation, hue, p                   | no     | yes            |
+| to_gray            | p                                                          | no     | yes            |
+
+`fill` is a pixel value (0-255), a per-channel list, or `mean` (the dataset mean, as write-ups 001/002 use).
+The tensor backend works on whole uint8 NHWC batches on the training device with per-sample random
+parameters; the albumentations backend runs per image in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+TENSOR_OPS = ("crop", "hflip", "cutout")
+ALBUMENTATIONS_OPS = TENSOR_OPS + ("shift_scale_rotate", "color_jitter", "to_gray")
+BACKENDS = ("tensor", "albumentations")
+BORDERS = {"constant": 0, "replicate": 1, "reflect": 2, "wrap": 3, "reflect_101": 4}  # cv2.BORDER_*
+
+BatchOp = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def resolve_fill(fill, mean: Sequence[float]) -> tuple[float, float, float]:
+    """`fill` as three 0-255 values; `mean` means the dataset mean (given as fractions)."""
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ConfigError(f"augment fill must be a number, a list of 3 numbers or 'mean', got {fill!r}")
+        return tuple(255.0 * m for m in mean)
+    if isinstance(fill, (int, float)):
+        return (float(fill),) * 3
+    fill = tuple(float(f) for f in fill)
+    if len(fill) != 3:
+        raise ConfigError(f"augment fill must have 3 values (R, G, B), got {list(fill)}")
+    return fill
+
+
+def check_augment(aug_cfg) -> None:
+    """Validate an augment config up front; errors name the offending key."""
+    if aug_cfg.backend not in BACKENDS:
+        raise ConfigError(f"augment.backend must be one of {list(BACKENDS)}, got {aug_cfg.backend!r}")
+    allowed = TENSOR_OPS if aug_cfg.backend == "tensor" else ALBUMENTATIONS_OPS
+    for i, spec in enumerate(aug_cfg.ops):
+        name = spec.get("op")
+        if name not in ALBUMENTATIONS_OPS:
+            raise ConfigError(f"augment.ops[{i}].op={name!r} is unknown; choose from {list(ALBUMENTATIONS_OPS)}")
+        if name not in allowed:
+            raise ConfigError(f"augment.ops[{i}].op={name} has no batched tensor implementation; "
+                              "use augment.backend=albumentations")
+        p = spec.get("p", 1.0)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"augment.ops[{i}].p={p} must be in [0, 1]")
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor backend: uint8 NHWC batches, per-sample parameters drawn from one generator
+# ---------------------------------------------------------------------------------------------
+
+def _draw(n: int, gen: torch.Generator, device) -> Tensor:
+    return torch.rand(n, generator=gen, device=device)
+
+
+def batch_hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
+    """Flip each image left-right with probability p."""
+    flip = _draw(len(x), gen, x.device) < p
+    return torch.where(flip[:, None, None, None], x.flip(2), x)
+
+
+def batch_crop(x: Tensor, gen: torch.Generator, pad: int = 4, fill: Sequence[float] = (0, 0, 0)) -> Tensor:
+    """Pad by `pad` with `fill`, then take a random HxW crop per image (= a random translation)."""
+    n, h, w, c = x.shape
+    padded = x.new_empty(n, h + 2 * pad, w + 2 * pad, c)
+    padded[:] = torch.tensor(fill, dtype=x.dtype, device=x.device)
+    padded[:, pad:pad + h, pad:pad + w] = x
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (n, h, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (n, 1, w)
+    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]
+
+
+def batch_cutout(x: Tensor, gen: torch.Generator, size: int = 16, fill: Sequence[float] = (0, 0, 0),
+                 p: float = 0.5) -> Tensor:
+    """With probability p, fill one size x size square lying fully inside the image with `fill`."""
+    n, h, w, _ = x.shape
+    top = torch.randint(0, h - size + 1, (n,), generator=gen, device=x.device)
+    left = torch.randint(0, w - size + 1, (n,), generator=gen, device=x.device)
+    apply = _draw(n, gen, x.device) < p
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = (ys[None] >= top[:, None]) & (ys[None] < top[:, None] + size)  # (n, h)
+    in_cols = (xs[None] >= left[:, None]) & (xs[None] < left[:, None] + size)  # (n, w)
+    hole = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
+    fill_px = torch.tensor(fill, device=x.device).round().to(x.dtype)
+    return torch.where(hole[..., None], fill_px, x)
+
+
+def build_tensor_pipeline(aug_cfg, mean: Sequence[float]) -> Callable[[Tensor, torch.Generator], Tensor]:
+    """Compose the config's ops into one function on uint8 NHWC batches."""
+    check_augment(aug_cfg)
+    steps: list[BatchOp] = []
+    for spec in aug_cfg.ops:
+        kw = {k: v for k, v in spec.items() if k != "op"}
+        if "fill" in kw:
+            kw["fill"] = resolve_fill(kw["fill"], mean)
+        fn = {"crop": batch_crop, "hflip": batch_hflip, "cutout": batch_cutout}[spec["op"]]
+        steps.append(lambda x, gen, fn=fn, kw=kw: fn(x, gen, **kw))
+
+    def pipeline(x: Tensor, gen: torch.Generator) -> Tensor:
+        for step in steps:
+            x = step(x, gen)
+        return x
+
+    return pipeline
+
+
+# ---------------------------------------------------------------------------------------------
+# albumentations backend: per image, uint8 HWC in and out (normalisation happens on the batch)
+# ---------------------------------------------------------------------------------------------
+
+def build_albumentations(aug_cfg, mean: Sequence[float], seed: int | None = None):
+    import albumentations as A
+
+    check_augment(aug_cfg)
+    transforms = []
+    for spec in aug_cfg.ops:
+        kw = {k: v for k, v in spec.items() if k != "op"}
+        op = spec["op"]
+        if "fill" in kw:
+            kw["fill"] = resolve_fill(kw["fill"], mean)
+        if op == "crop":
+            pad = kw.get("pad", 4)
+            transforms += [A.PadIfNeeded(32 + 2 * pad, 32 + 2 * pad, border_mode=0, fill=kw.get("fill", 0)),
+                           A.RandomCrop(32, 32)]
+        elif op == "hflip":
+            transforms.append(A.HorizontalFlip(p=kw.get("p", 0.5)))
+        elif op == "cutout":
+            s = kw.get("size", 16)
+            transforms.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(s, s),
+                                              hole_width_range=(s, s), fill=kw.get("fill", 0), p=kw.get("p", 0.5)))
+        elif op == "shift_scale_rotate":
+            border = kw.pop("border", "reflect_101")
+            if border not in BORDERS:
+                raise ConfigError(f"augment shift_scale_rotate border={border!r}; choose from {list(BORDERS)}")
+            transforms.append(A.ShiftScaleRotate(border_mode=BORDERS[border], **kw))
+        elif op == "color_jitter":
+            transforms.append(A.ColorJitter(**kw))
+        elif op == "to_gray":
+            transforms.append(A.ToGray(p=kw.get("p", 0.5)))
+    return A.Compose(transforms, seed=seed)

@@ -1,0 +1,60 @@
+"""Turn config groups into objects: model, optimizer, scheduler. Shared by train, inspect and bench."""
+
+from __future__ import annotations
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .errors import ConfigError
+
+# Packages whose callables configs may name in `_target_` (Hydra 1.4's execution whitelist).
+TRUSTED_TARGETS = ["cifar_sweeps.*", "torch.optim.*", "torch.nn.*"]
+
+
+def instantiate_trusted(config, *args, **kwargs):
+    """hydra.utils.instantiate restricted to TRUSTED_TARGETS."""
+    return instantiate(config, *args, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The model of `cfg.model` with the norm layer of `cfg.norm`."""
+    try:
+        return instantiate_trusted(cfg.model, norm=instantiate_trusted(cfg.norm))
+    except InstantiationException as e:
+        raise ConfigError(f"model={cfg.model.get('_target_')}: cannot build it from the model/norm config: "
+                          f"{e.__cause__ or e}") from e
+
+
+def count_params(cfg: DictConfig) -> int:
+    """Trainable parameters of the configured model, counted on the meta device: no memory, no data."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return instantiate_trusted(cfg.optimizer)(params=model.parameters())
+
+
+def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: int):
+    """Returns (scheduler or None, interval) where interval is 'step' or 'epoch'.
+
+    Schedules that span the run get their length from the data, never from the user:
+    OneCycleLR's total_steps and CosineAnnealingLR's T_max.
+    """
+    sched_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    interval = sched_cfg.pop("interval", "epoch")
+    if interval not in ("step", "epoch"):
+        raise ConfigError(f"scheduler.interval must be 'step' or 'epoch', got {interval!r}")
+    target = sched_cfg.get("_target_")
+    if not target:
+        return None, interval
+    units = steps_per_epoch * epochs if interval == "step" else epochs
+    if target.endswith("OneCycleLR"):
+        sched_cfg["total_steps"] = units
+    elif target.endswith("CosineAnnealingLR"):
+        sched_cfg["T_max"] = units
+    return instantiate_trusted(sched_cfg)(optimizer), interval

@@ -1,0 +1,145 @@
+"""CIFAR-10 as uint8 arrays in memory: loading, stratified validation split and subsets.
+
+Source order: `data.npz` (x_train, y_train, x_test, y_test; HWC uint8) if set, else torchvision's
+CIFAR10 under `data.root` (downloaded when `data.download`), cached once as `root/cifar10.npz`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NUM_TRAIN, NUM_TEST = 50_000, 10_000
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # (N, 32, 32, 3) uint8
+    y: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class CifarData:
+    train: Split
+    val: Split | None
+    test: Split
+
+
+def _check_arrays(arrays: dict, source: str) -> None:
+    expected = {"x_train": (32, 32, 3), "x_test": (32, 32, 3)}
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        if key not in arrays:
+            raise ConfigError(f"{source}: missing array '{key}'; expected x_train, y_train, x_test, y_test "
+                              "(see README, 'Local CIFAR-10 copy')")
+    for key, shape in expected.items():
+        x = arrays[key]
+        if x.ndim != 4 or tuple(x.shape[1:]) != shape or x.dtype != np.uint8:
+            raise ConfigError(f"{source}: '{key}' must be uint8 of shape (N, 32, 32, 3), "
+                              f"got {x.dtype} {tuple(x.shape)}")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if y.ndim != 1 or len(y) != len(x):
+            raise ConfigError(f"{source}: 'y_{split}' must have shape ({len(x)},), got {tuple(y.shape)}")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise ConfigError(f"{source}: 'y_{split}' labels must be in 0..9")
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"data.npz: file '{path}' does not exist. Point data.npz (or the CIFAR10_NPZ "
+                          "environment variable) at a CIFAR-10 npz, or unset it to use torchvision's download.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile / format errors
+        raise ConfigError(f"data.npz: cannot read '{path}' as an npz file: {e}") from e
+    _check_arrays(arrays, f"data.npz '{path}'")
+    arrays["y_train"] = arrays["y_train"].astype(np.int64)
+    arrays["y_test"] = arrays["y_test"].astype(np.int64)
+    return arrays
+
+
+def fetch_torchvision(root: str | Path, download: bool) -> dict[str, np.ndarray]:
+    """Read (and download) torchvision's CIFAR10 under `root`, caching the arrays as root/cifar10.npz."""
+    root = Path(root).expanduser()
+    cache = root / "cifar10.npz"
+    if cache.is_file():
+        return load_npz(cache)
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except RuntimeError as e:
+        raise ConfigError(f"data.root: no CIFAR-10 under '{root}' ({e}). Set data.download=true, or point "
+                          "data.npz / CIFAR10_NPZ at a local copy.") from e
+    arrays = {
+        "x_train": np.asarray(train.data, dtype=np.uint8), "y_train": np.asarray(train.targets, dtype=np.int64),
+        "x_test": np.asarray(test.data, dtype=np.uint8), "y_test": np.asarray(test.targets, dtype=np.int64),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **arrays)
+    return arrays
+
+
+def stratified_take(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `n` samples with classes as balanced as `y` allows (random within each class)."""
+    perm = rng.permutation(len(y))
+    labels = y[perm]
+    rank = np.empty(len(y), dtype=np.int64)  # position of each sample among its class in `perm`
+    for c in np.unique(labels):
+        members = labels == c
+        rank[members] = np.arange(members.sum())
+    # round-robin: every class's 1st sample, then every class's 2nd, ... so any prefix is balanced
+    return perm[np.lexsort((labels, rank))][:n]
+
+
+def check_sizes(data_cfg, n_train: int = NUM_TRAIN, n_test: int = NUM_TEST) -> None:
+    """Reject impossible split/subset requests before anything expensive happens."""
+    val = data_cfg.val_size
+    if val is None or val < 0 or val >= n_train:
+        raise ConfigError(f"data.val_size={val} must be in [0, {n_train - 1}] (the training set has {n_train} images)")
+    sub = data_cfg.train_subset
+    if sub is not None and not (0 < sub <= n_train - val):
+        raise ConfigError(f"data.train_subset={sub} must be in [1, {n_train - val}]: {n_train} training images "
+                          f"minus data.val_size={val}")
+    tsub = data_cfg.test_subset
+    if tsub is not None and not (0 < tsub <= n_test):
+        raise ConfigError(f"data.test_subset={tsub} must be in [1, {n_test}]")
+
+
+def load_cifar10(data_cfg, seed: int) -> CifarData:
+    """Load CIFAR-10 and apply the validation split and subsets described by `data_cfg`."""
+    if data_cfg.npz:
+        arrays = load_npz(data_cfg.npz)
+    else:
+        arrays = fetch_torchvision(data_cfg.root, data_cfg.download)
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    check_sizes(data_cfg, len(y_train), len(arrays["y_test"]))
+
+    rng = np.random.default_rng(seed)
+    order = stratified_take(y_train, len(y_train), rng)
+    val_idx, train_idx = order[: data_cfg.val_size], order[data_cfg.val_size:]
+    if data_cfg.train_subset is not None:
+        # the subset stays stratified: take it class-balanced from what is left after validation
+        train_idx = train_idx[stratified_take(y_train[train_idx], data_cfg.train_subset, rng)]
+    train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
+    test_idx = np.arange(len(arrays["y_test"]))
+    if data_cfg.test_subset is not None:
+        test_idx = np.sort(stratified_take(arrays["y_test"], data_cfg.test_subset, rng))
+
+    val = Split(x_train[val_idx], y_train[val_idx]) if len(val_idx) else None
+    return CifarData(
+        train=Split(x_train[train_idx], y_train[train_idx]),
+        val=val,
+        test=Split(arrays["x_test"][test_idx], arrays["y_test"][test_idx]),
+    )
