@@ -241,6 +241,13 @@ def train(cfg: DictConfig) -> float:
                  f"{100 * best_val:.2f}% (epoch {best_epoch})" if val_batches is not None else "n/a",
                  f"{params:,}", summary["wall_s"])
         ok = True
+    except Exception as e:
+        # keep a record of what failed and why: reports list failed trials next to finished ones
+        failed = {"state": "failed", "error": f"{type(e).__name__}: {e}", "params": params,
+                  "epochs_done": len(history), "best_val_acc": best_val if history else None,
+                  "wall_s": time.perf_counter() - t0}
+        (run_dir / "summary.json").write_text(json.dumps(failed, indent=2))
+        raise
     finally:
         logger.finish(ok)
     return summary[cfg.objective]
