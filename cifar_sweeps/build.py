@@ -29,10 +29,11 @@ def build_model(cfg: DictConfig) -> nn.Module:
 
 
 def count_params(cfg: DictConfig) -> int:
-    """Trainable parameters of the configured model, counted on the meta device: no memory, no data."""
+    """All parameters of the configured model (frozen ones too: they count against a budget),
+    counted on the meta device: no memory, no data."""
     with torch.device("meta"):
         model = build_model(cfg)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for p in model.parameters())
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:

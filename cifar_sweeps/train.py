@@ -152,6 +152,8 @@ def train(cfg: DictConfig) -> float:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model
     train_batches, val_batches, test_batches = make_batches(cfg, data, device)
+    if hasattr(model, "init_from_data"):  # data-derived init (e.g. AirNet's whitening conv)
+        model.init_from_data(train_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
     optimizer = build_optimizer(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_batches), cfg.epochs)
 
