@@ -88,3 +88,14 @@ class SeparableConv2d(nn.Sequential):
                       groups=cin, bias=False),
             nn.Conv2d(cin, cout, 1, padding=pointwise_padding, bias=False),
         )
+
+
+def scaled(channels: int, width: int, base_width: int) -> int:
+    """`channels` (a write-up's count at its own `base_width`) rescaled to `width`.
+
+    Exact at width == base_width; rounding keeps counts like 62 or 84 proportional, and the result
+    is non-decreasing in `width`, which the fit-to-budget solver's bisection relies on.
+    """
+    if width < 1:
+        raise ValueError(f"model.width must be >= 1, got {width}")
+    return max(1, round(channels * width / base_width))
