@@ -28,6 +28,7 @@ from .build import instantiate_trusted, build_model, build_optimizer, build_sche
 from .data import CLASSES, check_sizes, load_cifar10
 from .errors import ConfigError
 from .loaders import AlbumentationsBatches, Normalize, TensorBatches
+from .receptive_field import receptive_field
 
 log = logging.getLogger("cifar_sweeps")
 
@@ -148,6 +149,8 @@ def train(cfg: DictConfig) -> float:
 
     data = load_cifar10(cfg.data, cfg.seed)
     model = build_model(cfg).to(device)
+    # traced from the model itself (one eval-mode forward of a 32x32 input, no gradients)
+    rf = receptive_field(model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model
@@ -222,6 +225,8 @@ def train(cfg: DictConfig) -> float:
         summary = {
             "state": "completed",
             "params": params,
+            "receptive_field": rf["receptive_field"],
+            "receptive_field_with_pool": rf["receptive_field_with_pool"],
             "best_val_acc": best_val if val_batches is not None else None,
             "best_epoch": best_epoch if val_batches is not None else None,
             "final_val_acc": history[-1].get("val_acc"),
