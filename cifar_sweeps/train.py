@@ -61,9 +61,13 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is None or not lr > 0:
         raise ConfigError(f"optimizer.lr={lr} must be a positive number")
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"objective={cfg.objective!r} must be one of {list(OBJECTIVES)}")
-    if cfg.objective != "test_acc" and cfg.data.val_size == 0:
+    # one name (single-objective sweeps) or a list, e.g. [best_val_acc, params] for a Pareto search
+    names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    for name in names:
+        if name not in OBJECTIVES + ("params",):
+            raise ConfigError(f"objective={cfg.objective!r}: {name!r} must be one of {list(OBJECTIVES)} or 'params' "
+                              "(a list such as [best_val_acc, params] makes train() return one value per name)")
+    if any(n in ("best_val_acc", "final_val_acc") for n in names) and cfg.data.val_size == 0:
         raise ConfigError(f"objective={cfg.objective} needs validation data but data.val_size=0; "
                           "set data.val_size>0, or objective=test_acc for a final run on all 50k images")
     dropout = cfg.model.get("dropout", 0.0)
@@ -127,6 +131,11 @@ def train(cfg: DictConfig) -> float:
     t0 = time.perf_counter()
     validate(cfg)
     run_dir = run_dir_of(cfg)
+    if cfg.budget.get("fit_width"):
+        # fit-to-budget: model.width becomes the largest that fits budget.max_params (meta-device counts)
+        from .budget import fit_width_to_budget
+
+        fit_width_to_budget(cfg)
     params = count_params(cfg)
     max_params = cfg.budget.get("max_params")
     if max_params is not None and params > max_params:
@@ -135,9 +144,10 @@ def train(cfg: DictConfig) -> float:
         reason = f"{params:,} parameters > budget.max_params={max_params:,}"
         log.warning("rejected: %s", reason)
         summary = {"state": "rejected", "reason": reason, "params": params, "max_params": max_params,
-                   "wall_s": time.perf_counter() - t0}
+                   "model_width": cfg.model.get("width"), "wall_s": time.perf_counter() - t0}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        return -params / max_params
+        penalty = dict.fromkeys(OBJECTIVES, -params / max_params)
+        return objective_value({**penalty, "params": params}, cfg.objective)
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -225,6 +235,8 @@ def train(cfg: DictConfig) -> float:
         summary = {
             "state": "completed",
             "params": params,
+            "max_params": max_params,
+            "model_width": cfg.model.get("width"),
             "receptive_field": rf["receptive_field"],
             "receptive_field_with_pool": rf["receptive_field_with_pool"],
             "best_val_acc": best_val if val_batches is not None else None,
@@ -257,7 +269,14 @@ def train(cfg: DictConfig) -> float:
         raise
     finally:
         logger.finish(ok)
-    return summary[cfg.objective]
+    return objective_value(summary, cfg.objective)
+
+
+def objective_value(summary: dict, objective):
+    """summary[objective], or a list of values for a list of names (multi-objective sweeps)."""
+    if isinstance(objective, str):
+        return summary[objective]
+    return [summary[name] for name in objective]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
