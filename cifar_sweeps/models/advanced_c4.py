@@ -18,7 +18,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from .layers import ConvUnit, NormFactory, conv3x3, default_norm
+from ..errors import ConfigError
+from .layers import ConvUnit, NormFactory, check_width, conv3x3, default_norm
 
 
 def separable_pair(cin: int, cout: int, pointwise_padding: int = 1) -> nn.Sequential:
@@ -49,7 +50,8 @@ class AdvancedC4(nn.Module):
     ):
         super().__init__()
         if dilation < 1:
-            raise ValueError(f"model.dilation must be >= 1, got {dilation}")
+            raise ConfigError(f"model.dilation must be >= 1, got {dilation}")
+        check_width(width)
         w, w2, wh = width, 2 * width, max(1, width // 2)
 
         def unit(conv, cout):

@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from ..errors import ConfigError
+
 NormFactory = Callable[[int], nn.Module]
 
 # Tokens a conv unit is made of; `order` lists them in forward order.
@@ -37,7 +39,7 @@ def default_norm(num_channels: int) -> nn.Module:
 def check_order(order: Sequence[str]) -> tuple[str, ...]:
     order = tuple(order)
     if sorted(order) != sorted(UNIT_TOKENS):
-        raise ValueError(f"model.order must be a permutation of {list(UNIT_TOKENS)}, got {list(order)}")
+        raise ConfigError(f"model.order must be a permutation of {list(UNIT_TOKENS)}, got {list(order)}")
     return order
 
 
@@ -96,6 +98,11 @@ def scaled(channels: int, width: int, base_width: int) -> int:
     Exact at width == base_width; rounding keeps counts like 62 or 84 proportional, and the result
     is non-decreasing in `width`, which the fit-to-budget solver's bisection relies on.
     """
-    if width < 1:
-        raise ValueError(f"model.width must be >= 1, got {width}")
+    check_width(width)
     return max(1, round(channels * width / base_width))
+
+
+def check_width(width: int) -> int:
+    if not (isinstance(width, int) and width >= 1):
+        raise ConfigError(f"model.width must be a positive integer, got {width!r}")
+    return width

@@ -11,7 +11,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from .layers import NormFactory, conv1x1, conv3x3, default_norm
+from ..errors import ConfigError
+from .layers import NormFactory, check_width, conv1x1, conv3x3, default_norm
 
 
 class BasicBlock(nn.Module):
@@ -43,7 +44,8 @@ class ResNet18(nn.Module):
     ):
         super().__init__()
         if len(blocks) != 4 or min(blocks) < 1:
-            raise ValueError(f"model.blocks must be 4 positive integers (blocks per stage), got {list(blocks)}")
+            raise ConfigError(f"model.blocks must be 4 positive integers (blocks per stage), got {list(blocks)}")
+        check_width(width)
         channels = [width, 2 * width, 4 * width, 8 * width]
         self.stem = nn.Sequential(conv3x3(3, width), norm(width), nn.ReLU())
         stages, cin = [], width

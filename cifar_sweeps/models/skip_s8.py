@@ -18,7 +18,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from .layers import ConvUnit, NormFactory, conv1x1, conv3x3, default_norm
+from ..errors import ConfigError
+from .layers import ConvUnit, NormFactory, check_width, conv1x1, conv3x3, default_norm
 
 
 class Downsample(nn.Module):
@@ -47,7 +48,8 @@ class SkipS8(nn.Module):
     ):
         super().__init__()
         if len(depths) != 3 or min(depths) < 1:
-            raise ValueError(f"model.depths must be 3 positive integers (convs per stage), got {list(depths)}")
+            raise ConfigError(f"model.depths must be 3 positive integers (convs per stage), got {list(depths)}")
+        check_width(width)
         c1, c2, c3 = width, 2 * width, 4 * width
 
         def unit(cin, cout, stride=1, padding=1):
