@@ -146,6 +146,11 @@ def train(cfg: DictConfig) -> float:
         summary = {"state": "rejected", "reason": reason, "params": params, "max_params": max_params,
                    "model_width": cfg.model.get("width"), "wall_s": time.perf_counter() - t0}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        # a rejected trial is still a trial: its logger (e.g. one W&B run per trial) records why
+        logger = instantiate_trusted(cfg.logger)
+        logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, {"params": params})
+        logger.log_summary(summary, {})
+        logger.finish(True)
         penalty = dict.fromkeys(OBJECTIVES, -params / max_params)
         return objective_value({**penalty, "params": params}, cfg.objective)
 
