@@ -112,6 +112,19 @@ def evaluate(model, batches, tta_flip: bool = False, num_classes: int = 10) -> d
     return {"loss": total_loss / n, "acc": confusion.trace().item() / n, "confusion": confusion}
 
 
+def train_step(model, forward, optimizer, x, y, cfg: DictConfig, use_amp: bool):
+    """One optimisation step (also timed by cifar_sweeps.bench); returns (loss, logits), no host sync."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.loss.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip_value is not None:
+        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
+    optimizer.step()
+    return loss.detach(), logits
+
+
 def make_batches(cfg: DictConfig, data, device):
     normalize = Normalize(cfg.data.mean, cfg.data.std, device, cfg.channels_last)
     mean = list(cfg.data.mean)
@@ -197,18 +210,11 @@ def train(cfg: DictConfig) -> float:
                 seen = 0
                 bar = tqdm(train_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
                 for x, y in bar:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        logits = forward(x)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.loss.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip_value is not None:
-                        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-                    optimizer.step()
+                    loss, logits = train_step(model, forward, optimizer, x, y, cfg, use_amp)
                     if scheduler is not None and interval == "step":
                         scheduler.step()
                     # accumulate on the device: no host sync per batch
-                    loss_sum += loss.detach() * len(y)
+                    loss_sum += loss * len(y)
                     correct += (logits.argmax(1) == y).sum()
                     seen += len(y)
                 train_loss = loss_sum.item() / seen
@@ -284,10 +290,16 @@ def objective_value(summary: dict, objective):
     return [summary[name] for name in objective]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# absolute: Hydra resolves a relative config_path against the package when main is imported (not
+# run as __main__), as it is in hydra/launcher=joblib workers
+@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m cifar_sweeps.train` runs this file as __main__; call the importable copy of main so
+    # hydra/launcher=joblib pickles the task by reference (by value it drags in torch.backends.cudnn)
+    from cifar_sweeps.train import main as importable_main
+
+    importable_main()

@@ -38,8 +38,8 @@ def compose_cfg(overrides: list[str] = (), npz: Path | None = None, out: Path | 
         extra.append(f"data.npz={npz}")
     if out is not None:
         extra.append(f"output_dir={out}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides) + extra)
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose(config_name="train", overrides=extra + list(overrides))  # test overrides win
 
 
 @pytest.fixture

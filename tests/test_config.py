@@ -1,0 +1,81 @@
+"""Every option of every config group composes, and what it describes builds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifar_sweeps.augment import build_albumentations, build_tensor_pipeline
+from cifar_sweeps.build import build_model, build_optimizer, build_scheduler, count_params, instantiate_trusted
+
+from conftest import CONF_DIR, compose_cfg
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+MODELS, NORMS = options("model"), options("norm")
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_model_builds_with_every_norm(model, norm):
+    cfg = compose_cfg([f"model={model}", f"norm={norm}"])
+    with torch.device("meta"):
+        net = build_model(cfg)
+        out = net(torch.empty(2, 3, 32, 32))
+    assert tuple(out.shape) == (2, 10)
+    # the norm never changes the count: BN, GN and LN all have 2*C affine parameters
+    assert count_params(cfg) == count_params(compose_cfg([f"model={model}", "norm=bn"]))
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+def test_optimizers_build(name):
+    cfg = compose_cfg([f"optimizer={name}", "model=airnet"])
+    opt = build_optimizer(cfg, build_model(cfg))
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("name", options("scheduler"))
+def test_schedulers_get_their_length_from_the_data(name):
+    cfg = compose_cfg([f"scheduler={name}", "model=airnet", "epochs=3"])
+    opt = build_optimizer(cfg, build_model(cfg))
+    sched, interval = build_scheduler(cfg, opt, steps_per_epoch=7, epochs=3)
+    if name == "none":
+        assert sched is None
+    elif name == "onecycle":
+        assert interval == "step" and sched.total_steps == 21
+    elif name == "cosine":
+        assert interval == "step" and sched.T_max == 21
+
+
+@pytest.mark.parametrize("name", options("augment"))
+def test_augment_options_build_on_their_backend(name):
+    cfg = compose_cfg([f"augment={name}"])
+    batch = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    if cfg.augment.backend == "tensor":
+        out = build_tensor_pipeline(cfg.augment, cfg.data.mean)(batch, torch.Generator().manual_seed(0))
+        assert out.shape == batch.shape and out.dtype == torch.uint8
+    else:
+        out = build_albumentations(cfg.augment, cfg.data.mean, seed=0)(image=batch[0].numpy())["image"]
+        assert out.shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_loggers_build(name):
+    cfg = compose_cfg([f"logger={name}"])
+    logger = instantiate_trusted(cfg.logger)
+    assert hasattr(logger, "log_epoch") and hasattr(logger, "finish")
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiment_presets_compose_and_count(name):
+    cfg = compose_cfg([f"+experiment={name}"])
+    assert count_params(cfg) > 0
+
+
+@pytest.mark.parametrize("name", options("hparams_search"))
+def test_searches_compose(name):
+    cfg = compose_cfg([f"hparams_search={name}"])
+    assert cfg.model is not None

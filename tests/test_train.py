@@ -1,0 +1,102 @@
+"""The training function on real CIFAR-10 subsets: return value, artefacts, learning, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifar_sweeps.errors import ConfigError
+from cifar_sweeps.train import train
+
+# AirNet trains at ~1,500 img/s on this CPU; a constant LR and no augmentation learn fastest
+FAST = ["model=airnet", "scheduler=none", "optimizer.lr=0.02", "augment=none", "batch_size=64"]
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_real_run_learns_and_writes_artefacts(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(*FAST, "epochs=2", "data.train_subset=3000", "save_model=true", "logger=csv")
+    result = train(cfg)
+    run_dir = tmp_path / "run"
+
+    assert isinstance(result, float) and 0.0 <= result <= 1.0
+    assert result > 0.25, f"validation accuracy {result:.3f} is not clearly above chance (0.10)"
+
+    rows = read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "img_s"):
+        assert key in rows[0], key
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("params", "best_val_acc", "best_epoch", "test_acc", "test_acc_per_class", "epochs", "wall_s"):
+        assert key in summary, key
+    assert summary["state"] == "completed"
+    assert summary["best_val_acc"] == result == max(r["val_acc"] for r in rows)
+    assert summary["params"] == 48_660
+    assert 0.0 <= summary["test_acc"] <= 1.0 and len(summary["test_acc_per_class"]) == 10
+    assert np.array(summary["test_confusion"]).sum() == 500  # data.test_subset
+    assert (run_dir / "model.pt").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_same_seed_same_numbers(tiny_cfg, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg(*FAST, "data.train_subset=600", f"output_dir={tmp_path / name}")
+        results.append((train(cfg), read_metrics(tmp_path / name)[0]))
+    (acc_a, row_a), (acc_b, row_b) = results
+    assert acc_a == acc_b
+    assert row_a["train_loss"] == row_b["train_loss"] and row_a["val_loss"] == row_b["val_loss"]
+
+
+def test_objective_selects_the_returned_metric(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(*FAST, "data.train_subset=600", "data.val_size=0", "objective=test_acc")
+    result = train(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert result == summary["test_acc"]
+    assert summary["best_val_acc"] is None and summary["train_images"] == 600
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optimizer.lr=-0.1", "optimizer.lr"),
+    ("epochs=0", "epochs"),
+    ("data.val_size=50000", "data.val_size"),
+    ("data.train_subset=49600", "data.train_subset"),
+    ("data.test_subset=20000", "data.test_subset"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("augment.backend=opencv", "augment.backend"),
+    ("objective=loss", "objective"),
+    ("device=tpu", "device"),
+])
+def test_bad_values_are_named(tiny_cfg, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(tiny_cfg(*FAST, override))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # rejected before any training
+
+
+def test_missing_npz_is_named(tiny_cfg, tmp_path):
+    missing = tmp_path / "nowhere.npz"
+    with pytest.raises(ConfigError, match=r"data\.npz.*nowhere\.npz"):
+        train(tiny_cfg(*FAST, f"data.npz={missing}"))
+
+
+def test_npz_with_wrong_shapes_is_named(tiny_cfg, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((100, 28, 28, 3), np.uint8), y_train=np.zeros(100, np.int64),
+             x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.zeros(10, np.int64))
+    with pytest.raises(ConfigError, match=r"bad\.npz.*x_train.*\(100, 28, 28, 3\)"):
+        train(tiny_cfg(*FAST, f"data.npz={bad}", "data.val_size=10", "data.train_subset=null",
+                       "data.test_subset=null"))
+
+
+def test_diverging_run_fails_with_reason(tiny_cfg, tmp_path):
+    from cifar_sweeps.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lr"):
+        train(tiny_cfg(*FAST, "data.train_subset=600", "optimizer.lr=1e6", "optimizer.momentum=0.99",
+                       "model.width=8"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["state"] == "failed" and "TrainingDiverged" in summary["error"]
