@@ -142,10 +142,12 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         try:
             super().sweep(arguments)
         except ValueError as e:
-            # study.best_trial skips infeasible trials and raises when there is no other
-            if "feasible" not in str(e):
+            # study.best_trial skips failed and infeasible (over-budget) trials and raises when no
+            # other is left; every trial is still in the study with its reason
+            if "feasible" not in str(e) and "No trials are completed" not in str(e):
                 raise
-            log.error("No trial within budget yet (%s): raise budget.max_params or shrink the search space", e)
+            log.error("No completed trial within budget yet (%s); see the trials' user attributes "
+                      "(state, reason, error)", e)
 
 
 class BudgetOptunaSweeper(OptunaSweeper):

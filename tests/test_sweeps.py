@@ -1,0 +1,114 @@
+"""Real Optuna sweeps through the CLI: tiny real-data trials, a real SQLite study in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import ROOT
+
+# a few hundred real images, one epoch: each trial trains in a couple of seconds on CPU
+TINY_TRIAL = ["data.train_subset=300", "data.val_size=100", "data.test_subset=100", "epochs=1", "batch_size=100",
+              "logger=none", "save_model=false", "threads=1"]
+
+
+def sweep(tmp_path: Path, *overrides: str, search: str = "budget_50k", npz: Path | str | None = None,
+          check: bool = True) -> subprocess.CompletedProcess:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", f"hparams_search={search}", *TINY_TRIAL,
+           f"data.npz={npz if npz is not None else tmp_path / 'missing.npz'}",
+           f"hydra.sweep.dir={tmp_path / 'runs'}", f"hydra.sweeper.storage={storage}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        pytest.fail(f"sweep failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def load(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_budget_sweep_trains_within_budget_and_resumes(tmp_path, cifar_npz):
+    # two fast model families; the search's other knobs (norm, optimizer, lr, augmentation, ...) as configured
+    sweep(tmp_path, "model=choice(skip_s8,airnet)", "hydra.sweeper.n_trials=3", npz=cifar_npz)
+    study = load(tmp_path, "budget_50k")
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    for t in trials:
+        # fit-to-budget (the default): every trial is within budget and uses most of it
+        assert t.user_attrs["state"] == "completed"
+        assert 0.8 * 50_000 < t.user_attrs["params"] <= 50_000
+        assert t.user_attrs["model_width"] >= 1
+        assert 0.0 <= t.value <= 1.0 and t.value == t.user_attrs["best_val_acc"]
+        assert t.system_attrs["constraints"][0] <= 0
+        assert "model.width" not in t.params  # solved, not searched
+        assert {"model", "norm", "optimizer", "optimizer.lr", "optimizer.weight_decay"} <= t.params.keys()
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["params"] == t.user_attrs["params"]
+    results = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
+    assert results["best_value"] == max(t.value for t in trials)
+
+    # the same command continues the same study: trials are added, none lost
+    sweep(tmp_path, "model=choice(skip_s8,airnet)", "hydra.sweeper.n_trials=1", npz=cifar_npz)
+    resumed = load(tmp_path, "budget_50k").trials
+    assert len(resumed) == 4
+    assert [t.value for t in resumed[:3]] == [t.value for t in trials]
+    assert resumed[3].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_over_budget_trials_are_rejected_before_data_and_the_sweep_finishes(tmp_path):
+    # reject mode (width searched, not solved); width 32 is 739k parameters. The data file does not
+    # exist, so these trials can only finish if they never load data.
+    proc = sweep(tmp_path, "budget.fit_width=false", "model=skip_s8", "model.width=32", "hydra.sweeper.n_trials=2")
+    trials = load(tmp_path, "budget_50k").trials
+    assert len(trials) == 2
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE  # told to the sampler, with a penalty value
+        assert t.value == pytest.approx(-t.user_attrs["params"] / 50_000) and t.value < 0
+        assert t.user_attrs["state"] == "rejected"
+        assert t.user_attrs["params"] == 739_104
+        assert "budget.max_params=50,000" in t.user_attrs["reason"]
+        assert t.system_attrs["constraints"][0] > 0  # infeasible for the sampler
+    assert "No completed trial within budget" in proc.stdout + proc.stderr
+
+
+def test_failed_trials_are_recorded_and_max_failure_rate_stops_the_sweep(tmp_path):
+    # model.dropout=1.5 fails validation in every trial; 0.5 x 3 trials allows one failure
+    proc = sweep(tmp_path, "model=skip_s8", "model.dropout=1.5", "hydra.sweeper.n_trials=3",
+                 "hydra.sweeper.max_failure_rate=0.5", check=False)
+    assert proc.returncode != 0
+    assert "TooManyFailedTrials" in proc.stderr
+    trials = load(tmp_path, "budget_50k").trials
+    # the sweep went on after the first failure and stopped at the second
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    for t in trials:
+        assert t.user_attrs["state"] == "failed"
+        assert "ConfigError" in t.user_attrs["error"] and "model.dropout" in t.user_attrs["error"]
+
+
+def test_parallel_trials_with_joblib(tmp_path):
+    # two trials at once in joblib worker processes; rejected ones, so nothing trains
+    sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+          "hydra.sweeper.n_trials=2", "budget.fit_width=false", "model=skip_s8", "model.width=32")
+    trials = load(tmp_path, "budget_50k").trials
+    assert len(trials) == 2
+    assert {t.user_attrs["state"] for t in trials} == {"rejected"}
+    assert len({t.user_attrs["run_dir"] for t in trials}) == 2
+
+
+def test_pareto_search_returns_accuracy_and_params(tmp_path, cifar_npz):
+    sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=2", search="pareto", npz=cifar_npz)
+    trials = load(tmp_path, "pareto").trials
+    assert len(trials) == 2
+    for t in trials:
+        acc, params = t.values
+        assert 0.0 <= acc <= 1.0 and params == t.user_attrs["params"]
+        assert "model.width" in t.params  # size is an objective: the width is searched
+    results = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
+    assert 1 <= len(results["solutions"]) <= 2
