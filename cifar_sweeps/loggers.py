@@ -141,12 +141,21 @@ def run_name(ctx: dict[str, Any]) -> str | None:
 def run_tags(config: dict, ctx: dict[str, Any]) -> list[str]:
     """'model=<name>' and 'norm=<name>', from the Hydra choices when known, else from the config itself."""
     choices = ctx.get("choices", {})
-    model = choices.get("model") or str(config.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1].lower()
+    model = choices.get("model") or _model_option(str(config.get("model", {}).get("_target_", "?")))
     norm = choices.get("norm")
     if not norm:
         n = config.get("norm", {})
         norm = "ln" if n.get("kind") == "gn" and n.get("groups") == 1 else str(n.get("kind", "?"))
     return [f"model={model}", f"norm={norm}"]
+
+
+def _model_option(target: str) -> str:
+    """The conf/model option whose _target_ is `target` (train() called without Hydra), else the class name."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
+    for path in sorted(conf.glob("*.yaml")):
+        if f"_target_: {target}\n" in path.read_text():
+            return path.stem
+    return target.rsplit(".", 1)[-1].lower()
 
 
 class WandbLogger(NullLogger):

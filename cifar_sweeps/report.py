@@ -67,6 +67,10 @@ class Trial:
         """The trial's value of a Hydra group (its choice, e.g. norm -> 'gn') or of a dotted config key."""
         if name in self.choices:
             return str(self.choices[name])
+        for o in self.overrides:  # what the command line set, also for trials rejected before config.yaml
+            k, _, v = o.partition("=")
+            if k.lstrip("+~") == name:
+                return v
         node: Any = self.config
         for part in name.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -118,7 +122,8 @@ def load_trial(path: Path, root: Path) -> Trial:
     rel = path.relative_to(root).as_posix() if path != root else "-"
     trial = Trial(path=path, num=rel)
     trial.overrides = [str(o) for o in (_load_yaml(path / ".hydra" / "overrides.yaml") or [])]
-    trial.config = _load_yaml(path / "config.yaml") or {}
+    # config.yaml is resolved but written only once training starts; Hydra's copy exists for every trial
+    trial.config = _load_yaml(path / "config.yaml") or _load_yaml(path / ".hydra" / "config.yaml") or {}
     hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml") or {}
     choices = (hydra_cfg.get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
     trial.choices = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
@@ -223,7 +228,7 @@ def group_stats(sweep: Sweep, key: str, metric: str) -> list[dict[str, Any]]:
     groups: dict[str, list[Trial]] = {}
     for t in sweep.trials:
         groups.setdefault(t.key(key), []).append(t)
-    for value, members in sorted(groups.items()):
+    for value, members in sorted(groups.items(), key=lambda kv: value_order(kv[0])):
         done = [t for t in members if t.state == "completed"]
         vals = [t.metric(metric) for t in done if t.metric(metric) is not None]
         tests = [t.metric("test_acc") for t in done if t.metric("test_acc") is not None]
@@ -301,8 +306,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 # -- figures ----------------------------------------------------------------------------------------
 
+def value_order(v: str):
+    """Sort key: numbers numerically (4 < 8 < 16), then text (bn < gn < ln)."""
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
+
+
 def _colors(values: list[str]) -> dict[str, str]:
-    return {v: plots.PALETTE[i % len(plots.PALETTE)] for i, v in enumerate(sorted(set(values)))}
+    return {v: plots.PALETTE[i % len(plots.PALETTE)] for i, v in enumerate(sorted(set(values), key=value_order))}
 
 
 def accuracy_vs_params_figure(sweep: Sweep, key: str, metric: str, budgets: list[int]) -> Figure:
@@ -378,7 +391,7 @@ def val_curves_figure(sweep: Sweep, key: str, metric: str, top: int) -> Figure:
 
 
 def compare_figure(sweep: Sweep, key: str, metric: str) -> Figure:
-    values = sorted({t.key(key) for t in sweep.trials})
+    values = sorted({t.key(key) for t in sweep.trials}, key=value_order)
     colors = _colors(values)
     fig = Figure(figsize=(11, 4.4))
     ax_pts, ax_curve = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
@@ -507,8 +520,9 @@ def write_report(sweep: Sweep, out: Path, key: str = "norm", metric: str = "best
     if sweep.shared_overrides:
         md += ["Shared overrides: `" + " ".join(sweep.shared_overrides) + "`", ""]
     if best is not None:
-        md += [f"**Best trial** #{best.num} ({best.label}): {metric} {pct(best.metric(metric))}, "
-               f"test {pct(best.metric('test_acc'))}, {count(best.params)} parameters.", ""]
+        md += [f"**Best trial** #{best.num} ({best.label}): {METRIC_NAMES[metric]} {pct(best.metric(metric))}"
+               + ("" if metric == "test_acc" else f", test acc {pct(best.metric('test_acc'))}")
+               + f", {count(best.params)} parameters.", ""]
     md += ["## Trials", "", markdown_table(header, rows), "", f"## {key} compared", "",
            markdown_table(g_header, g_rows), "", f"![{key} compared]({pngs['compare'].name})", "",
            "## Accuracy vs parameters", "", markdown_table(p_header, p_rows) if p_rows else "(no completed trial)",
@@ -519,8 +533,10 @@ def write_report(sweep: Sweep, out: Path, key: str = "norm", metric: str = "best
     # html
     cards = [("trials", str(len(sweep.trials))), *[(s, str(n)) for s, n in counts.items()]]
     if best is not None:
-        cards += [(f"best {metric.replace('_', ' ')}", pct(best.metric(metric))),
-                  ("its test accuracy", pct(best.metric("test_acc"))), ("its parameters", count(best.params))]
+        cards += [(f"best {METRIC_NAMES[metric]}", pct(best.metric(metric)))]
+        if metric != "test_acc":
+            cards.append(("its test accuracy", pct(best.metric("test_acc"))))
+        cards.append(("its parameters", count(best.params)))
     if budgets:
         cards.append(("budget", " / ".join(short_params(b) for b in budgets)))
     body = [f"<h1>{html.escape(title)}</h1>",
