@@ -34,18 +34,25 @@ BORDERS = {"constant": 0, "replicate": 1, "reflect": 2, "wrap": 3, "reflect_101"
 BatchOp = Callable[[Tensor, torch.Generator], Tensor]
 
 
-def resolve_fill(fill, mean: Sequence[float]) -> tuple[float, float, float]:
-    """`fill` as three 0-255 values; `mean` means the dataset mean (given as fractions)."""
+def resolve_fill(fill, mean: Sequence[float]) -> tuple[int, int, int]:
+    """`fill` as three 0-255 integers; `mean` means the dataset mean (given as fractions).
+
+    Rounded here, once, so both backends write the same pixel (albumentations would truncate a float
+    fill on uint8 images: 125.3, 122.96, 113.86 -> 125, 122, 113; we write 125, 123, 114).
+    """
     if isinstance(fill, str):
         if fill != "mean":
             raise ConfigError(f"augment fill must be a number, a list of 3 numbers or 'mean', got {fill!r}")
-        return tuple(255.0 * m for m in mean)
-    if isinstance(fill, (int, float)):
-        return (float(fill),) * 3
-    fill = tuple(float(f) for f in fill)
-    if len(fill) != 3:
-        raise ConfigError(f"augment fill must have 3 values (R, G, B), got {list(fill)}")
-    return fill
+        values = [255.0 * m for m in mean]
+    elif isinstance(fill, (int, float)):
+        values = [float(fill)] * 3
+    else:
+        values = [float(f) for f in fill]
+        if len(values) != 3:
+            raise ConfigError(f"augment fill must have 3 values (R, G, B), got {values}")
+    if not all(0 <= v <= 255 for v in values):
+        raise ConfigError(f"augment fill must be pixel values in [0, 255], got {values}")
+    return tuple(int(round(v)) for v in values)
 
 
 def check_augment(aug_cfg) -> None:
@@ -73,6 +80,11 @@ def _draw(n: int, gen: torch.Generator, device) -> Tensor:
     return torch.rand(n, generator=gen, device=device)
 
 
+def _fill_pixel(fill: Sequence[float], x: Tensor) -> Tensor:
+    """`fill` (three 0-255 values) as one pixel of x's dtype, rounded as albumentations does."""
+    return torch.tensor(fill, device=x.device).round().to(x.dtype)  # rounds direct callers' floats too
+
+
 def batch_hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
     """Flip each image left-right with probability p."""
     flip = _draw(len(x), gen, x.device) < p
@@ -80,16 +92,22 @@ def batch_hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
 
 
 def batch_crop(x: Tensor, gen: torch.Generator, pad: int = 4, fill: Sequence[float] = (0, 0, 0)) -> Tensor:
-    """Pad by `pad` with `fill`, then take a random HxW crop per image (= a random translation)."""
+    """Pad by `pad` with `fill`, then take a random HxW crop per image (= a random translation).
+
+    The crops are one gather of whole pixels from the padded batch viewed as (pixels, channels):
+    about 2x faster on CPU than indexing with three broadcast index tensors.
+    """
     n, h, w, c = x.shape
-    padded = x.new_empty(n, h + 2 * pad, w + 2 * pad, c)
-    padded[:] = torch.tensor(fill, dtype=x.dtype, device=x.device)
+    big_h, big_w = h + 2 * pad, w + 2 * pad
+    padded = x.new_empty(n, big_h, big_w, c)
+    padded[:] = _fill_pixel(fill, x)
     padded[:, pad:pad + h, pad:pad + w] = x
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (n, h, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (n, 1, w)
-    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]
+    # flat index of each crop's top-left pixel, plus the (h, w) offsets of a crop inside the padded image
+    corner = torch.arange(n, device=x.device) * (big_h * big_w) + dy * big_w + dx
+    offsets = torch.arange(h, device=x.device)[:, None] * big_w + torch.arange(w, device=x.device)
+    return padded.view(n * big_h * big_w, c)[corner[:, None, None] + offsets]
 
 
 def batch_cutout(x: Tensor, gen: torch.Generator, size: int = 16, fill: Sequence[float] = (0, 0, 0),
@@ -103,8 +121,7 @@ def batch_cutout(x: Tensor, gen: torch.Generator, size: int = 16, fill: Sequence
     in_rows = (ys[None] >= top[:, None]) & (ys[None] < top[:, None] + size)  # (n, h)
     in_cols = (xs[None] >= left[:, None]) & (xs[None] < left[:, None] + size)  # (n, w)
     hole = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
-    fill_px = torch.tensor(fill, device=x.device).round().to(x.dtype)
-    return torch.where(hole[..., None], fill_px, x)
+    return torch.where(hole[..., None], _fill_pixel(fill, x), x)
 
 
 def build_tensor_pipeline(aug_cfg, mean: Sequence[float]) -> Callable[[Tensor, torch.Generator], Tensor]:

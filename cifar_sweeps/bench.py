@@ -1,0 +1,320 @@
+"""How fast does a configuration train here, and how close is that to the model's limit?
+
+    python -m cifar_sweeps.bench model=skip_s8
+    python -m cifar_sweeps.bench model=dilated_c4 batch_size=128 --seconds 8 --rounds 3
+
+Any Hydra override of `conf/train.yaml` is accepted (the same ones `cifar_sweeps.train` takes);
+`--options` control the measurement. One run measures, on the same model, batch size and machine:
+
+1. compute: training steps on random tensors already on the device (the limit);
+2. fast: the default path end to end: real CIFAR-10 training split held on the device as uint8,
+   index slices of a per-epoch permutation, the config's tensor augmentations, fused normalisation,
+   the same `train_step` as `cifar_sweeps.train` (channels_last, bf16 autocast on CUDA, compile);
+3. seed loop: what the write-ups ran: torch DataLoader (`--seed-workers`, default one per core)
+   over per-image albumentations (HorizontalFlip, ShiftScaleRotate, CoarseDropout, Normalize;
+   write-up 001's parameters) + ToTensorV2, an NCHW float32 eager model, torch's default thread
+   count (`--seed-threads` to change);
+4. startup: seconds from process start to the first optimizer step of a fresh
+   `python -m cifar_sweeps.train <overrides>` (imports, Hydra composition, data load, model build),
+   the median of `--startup-runs` runs.
+
+(1), (2), (3) run in `--rounds` rounds of `--seconds` each, alternating, so that load from other
+processes on the machine hits all three alike; the load average is printed with each round.
+The last line printed is one JSON object (keys `compute_img_s`, `fast_img_s`, `seed_loop_img_s`,
+`fast_vs_compute`, `fast_vs_seed_loop`, `startup_s`, plus details) for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from .build import build_model, build_optimizer
+from .data import load_cifar10
+from .errors import ConfigError
+from .loaders import TensorBatches, cpu_workers
+from .train import make_batches, resolve_device, seed_everything, train_step, validate
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # read before anything changes it
+
+# Run in a fresh interpreter: the real CLI (`python -m cifar_sweeps.train ...`), stopped right after
+# its first optimizer step by a global step hook; prints the seconds since the parent's timestamp.
+_PROBE = """
+import os, sys, time, runpy
+t0 = float(os.environ["CIFAR_SWEEPS_BENCH_T0"])
+from torch.optim.optimizer import register_optimizer_step_post_hook
+def _first_step(optimizer, args, kwargs):
+    print(f"BENCH_FIRST_STEP_S {time.time() - t0:.4f}", flush=True)
+    os._exit(0)
+register_optimizer_step_post_hook(_first_step)
+sys.argv = ["cifar_sweeps.train", *sys.argv[1:]]
+runpy.run_module("cifar_sweeps.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Phase:
+    """One of the three timed loops: a model, its optimizer and an endless source of batches."""
+
+    def __init__(self, name: str, model, forward, optimizer, batches, cfg, use_amp: bool, threads: int,
+                 fresh_each_round: bool = False):
+        self.name, self.model, self.forward, self.optimizer = name, model, forward, optimizer
+        self.batches, self.cfg, self.use_amp, self.threads = batches, cfg, use_amp, threads
+        self.fresh_each_round = fresh_each_round
+        self.images, self.seconds, self.per_round = 0, 0.0, []
+        self._it = None
+
+    def _next(self):
+        if self._it is None:
+            self._it = iter(self.batches)
+        try:
+            return next(self._it)
+        except StopIteration:  # epoch end: a new permutation (or new DataLoader workers), as in training
+            self._it = iter(self.batches)
+            return next(self._it)
+
+    def _step(self, x, y, acc):
+        loss, logits = train_step(self.model, self.forward, self.optimizer, x, y, self.cfg, self.use_amp)
+        # the same per-batch bookkeeping as cifar_sweeps.train (on the device, no host sync)
+        acc[0] += loss * len(y)
+        acc[1] += (logits.argmax(1) == y).sum()
+
+    def run(self, seconds: float, warmup: int, device: torch.device) -> float:
+        torch.set_num_threads(self.threads)
+        if self.fresh_each_round:
+            # DataLoader workers are started here, not left prefetching while the other phases are timed
+            self._it = None
+        self.model.train()
+        acc = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
+        for _ in range(warmup):  # untimed: worker start-up, first batches, compilation, cudnn autotuning
+            self._step(*self._next(), acc)
+        sync(device)
+        images, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            x, y = self._next()
+            self._step(x, y, acc)
+            images += len(y)
+            if device.type == "cuda" and images // len(y) % 20 == 0:
+                sync(device)  # keep the clock honest without a sync per step
+        sync(device)
+        elapsed = time.perf_counter() - t0
+        if self.fresh_each_round:
+            self._it = None  # shut the workers down before the next phase
+        self.images += images
+        self.seconds += elapsed
+        self.per_round.append(images / elapsed)
+        return images / elapsed
+
+    @property
+    def img_s(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+class _SeedDataset(torch.utils.data.Dataset):
+    """Write-up 001's per-image albumentations pipeline, uint8 HWC in, normalised float CHW out."""
+
+    def __init__(self, split, mean, std):
+        import albumentations as A
+        from albumentations.pytorch import ToTensorV2
+
+        self.split = split
+        self.transform = A.Compose([
+            A.HorizontalFlip(p=0.5),
+            A.ShiftScaleRotate(shift_limit=0.05, scale_limit=0.1, rotate_limit=10, border_mode=0, fill=0, p=0.5),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
+                            fill=tuple(255.0 * m for m in mean), p=0.5),
+            A.Normalize(mean=mean, std=std),
+            ToTensorV2(),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        return self.transform(image=self.split.x[i])["image"], int(self.split.y[i])
+
+
+class _ToDevice:
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class _RandomBatches:
+    """The same normalised random batch forever: no data cost at all."""
+
+    def __init__(self, cfg, device):
+        self.x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
+        if cfg.channels_last:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+
+    def __iter__(self):
+        while True:
+            yield self.x, self.y
+
+
+def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> list[float]:
+    """Seconds from a fresh process's start to its first training step, `runs` times."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
+            args = [*overrides, f"hydra.run.dir={tmp}", "save_model=false"]
+            env = {**os.environ, "CIFAR_SWEEPS_BENCH_T0": repr(time.time())}
+            proc = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, capture_output=True,
+                                  text=True, timeout=timeout, cwd=tmp)
+            found = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_FIRST_STEP_S ")]
+            if not found:
+                raise RuntimeError(f"startup probe never reached a training step (exit {proc.returncode}):\n"
+                                   f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            times.append(float(found[0].split()[1]))
+    return times
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m cifar_sweeps.bench", description=__doc__.split("\n\n")[0],
+                                     epilog="Anything else is a Hydra override of conf/train.yaml, e.g. model=skip_s8.")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per phase per round (default 6)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three phases (default 3)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each phase and round")
+    parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes timed for (4); 0 skips it")
+    parser.add_argument("--seed-workers", type=int, default=None,
+                        help="DataLoader workers of the seed loop (default: one per core)")
+    parser.add_argument("--seed-threads", type=int, default=None,
+                        help=f"torch threads of the seed loop (default: torch's default here, {TORCH_DEFAULT_THREADS})")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("--")]
+    if unknown:
+        parser.error(f"unknown option(s) {unknown}; Hydra overrides look like key=value")
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
+    return args, overrides
+
+
+def bench(argv: list[str]) -> dict:
+    t_start = time.perf_counter()
+    args, overrides = parse_args(argv)
+    cfg = compose_cfg(overrides)
+    validate(cfg)
+    if cfg.augment.backend != "tensor":
+        raise ConfigError(f"augment.backend={cfg.augment.backend}: the bench times the fast path, which is the "
+                          "tensor backend; pick an augment config with backend: tensor (e.g. augment=flip_crop)")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    threads = cfg.threads or TORCH_DEFAULT_THREADS
+    seed_threads = args.seed_threads or TORCH_DEFAULT_THREADS
+    torch.set_num_threads(threads)
+    use_amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    data = load_cifar10(cfg.data, cfg.seed)
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.compile else model
+    fast_batches, _, _ = make_batches(cfg, data, device)
+    assert isinstance(fast_batches, TensorBatches)
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(fast_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
+    # (1) and (2) train the same model object, as they would in one run
+    compute = Phase("compute", model, forward, build_optimizer(cfg, model), _RandomBatches(cfg, device), cfg,
+                    use_amp, threads)
+    fast = Phase("fast", model, forward, build_optimizer(cfg, model), fast_batches, cfg, use_amp, threads)
+
+    seed_model = build_model(cfg).to(device)  # NCHW float32, eager
+    if hasattr(seed_model, "init_from_data"):
+        seed_model.init_from_data(fast_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
+    workers = cpu_workers() if args.seed_workers is None else args.seed_workers
+    loader = torch.utils.data.DataLoader(
+        _SeedDataset(data.train, list(cfg.data.mean), list(cfg.data.std)), batch_size=cfg.batch_size,
+        shuffle=True, num_workers=workers, pin_memory=device.type == "cuda", drop_last=True)
+    seed = Phase("seed loop", seed_model, seed_model, build_optimizer(cfg, seed_model), _ToDevice(loader, device),
+                 cfg, use_amp=False, threads=seed_threads, fresh_each_round=True)
+
+    ops = ", ".join(f"{o['op']}" for o in cfg.augment.ops) or "none"
+    print(f"bench: model={cfg.model._target_.rsplit('.', 1)[-1]} batch_size={cfg.batch_size} device={device} "
+          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cpus) torch {torch.__version__}")
+    print(f"fast path: threads={threads} channels_last={cfg.channels_last} compile={cfg.compile} amp={use_amp} "
+          f"augment=[{ops}] | seed loop: threads={seed_threads} workers={workers} NCHW fp32 eager | "
+          f"{len(data.train)} training images")
+    for r in range(1, args.rounds + 1):
+        rates = []
+        for phase in (compute, fast, seed):
+            cudnn_bench = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = cudnn_bench and phase is not seed  # the write-ups left it off
+            rates.append(phase.run(args.seconds, args.warmup, device))
+            torch.backends.cudnn.benchmark = cudnn_bench
+        load = os.getloadavg()
+        print(f"round {r}: compute {rates[0]:7.0f}  fast {rates[1]:7.0f}  seed loop {rates[2]:7.0f} img/s  "
+              f"| load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+
+    startup = measure_startup(overrides, args.startup_runs) if args.startup_runs > 0 else []
+    startup_s = statistics.median(startup) if startup else None
+
+    result = {
+        "compute_img_s": round(compute.img_s, 1),
+        "fast_img_s": round(fast.img_s, 1),
+        "seed_loop_img_s": round(seed.img_s, 1),
+        "fast_vs_compute": round(fast.img_s / compute.img_s, 3),
+        "fast_vs_seed_loop": round(fast.img_s / seed.img_s, 3),
+        "startup_s": round(startup_s, 2) if startup_s is not None else None,
+        "startup_runs_s": [round(t, 2) for t in startup],
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "batch_size": cfg.batch_size,
+        "device": str(device),
+        "threads": threads,
+        "seed_threads": seed_threads,
+        "seed_workers": workers,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "overrides": overrides,
+        "bench_s": round(time.perf_counter() - t_start, 1),
+    }
+    print()
+    print(f"(1) compute (random tensors in memory)  {result['compute_img_s']:9.0f} img/s")
+    print(f"(2) fast path, end to end               {result['fast_img_s']:9.0f} img/s   "
+          f"(2)/(1) = {result['fast_vs_compute']:.3f}")
+    print(f"(3) seed-style DataLoader loop          {result['seed_loop_img_s']:9.0f} img/s   "
+          f"(2)/(3) = {result['fast_vs_seed_loop']:.3f}")
+    if startup:
+        print(f"(4) startup to first training step      {startup_s:9.2f} s       "
+              f"(runs: {', '.join(f'{t:.2f}' for t in startup)})")
+    print(json.dumps(result))
+    return result
+
+
+def main() -> None:
+    try:
+        bench(sys.argv[1:])
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+
+
+if __name__ == "__main__":
+    main()
