@@ -95,26 +95,23 @@ def hydra_context() -> dict[str, Any]:
             "job_name": hc.job.name,
             "job_num": hc.job.get("num") if multirun else None,
             "sweep_dir": hc.sweep.dir if multirun else None,
-            "swept": sorted(_swept_keys(hc)) if multirun else [],
+            "fixed": _fixed_overrides() if multirun else [],
         }
     except Exception as e:  # never let bookkeeping stop a run
         log.debug("no Hydra context: %s", e)
         return {}
 
 
-def _swept_keys(hc) -> set[str]:
-    """Keys a sweep varies: the Optuna sweeper's `params`, and command-line overrides with sweep syntax."""
-    keys = set((hc.sweeper.get("params") or {}).keys())
+def _fixed_overrides() -> list[str]:
+    """Command-line overrides every trial of the sweep shares (no sweep syntax such as a,b or choice()).
+    A trial's other overrides are what the sweeper chose for it: a grid value or an Optuna sample."""
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         args = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
-        for override in OverridesParser.create().parse_overrides(args):
-            if override.is_sweep_override():
-                keys.add(override.key_or_group)
+        return [a for a, o in zip(args, OverridesParser.create().parse_overrides(args)) if not o.is_sweep_override()]
     except Exception:  # argv of a launcher worker process is not ours to parse
-        pass
-    return keys
+        return []
 
 
 def _override_key(override: str) -> str:
@@ -129,12 +126,11 @@ def sweep_group_name(sweep_dir: str | Path, job_name: str = "train") -> str:
 
 
 def run_name(ctx: dict[str, Any]) -> str | None:
-    """The trial's overrides: only the swept keys in a sweep (what differs between trials), else all of
-    them except paths and logging switches. None (W&B picks a name) when there are none."""
+    """The trial's overrides, except paths and logging switches; in a sweep only those the sweeper chose
+    (what differs between trials). None (W&B picks a name) when there are none."""
     overrides = [o for o in ctx.get("overrides", []) if not _override_key(o).startswith(NAME_SKIP_PREFIXES)]
-    swept = set(ctx.get("swept", []))
-    if swept:
-        overrides = [o for o in overrides if _override_key(o) in swept] or overrides
+    fixed = set(ctx.get("fixed", []))
+    overrides = [o for o in overrides if o not in fixed] or overrides
     return ",".join(overrides)[:128] or None
 
 

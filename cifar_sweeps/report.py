@@ -176,22 +176,43 @@ class Sweep:
         return max(set(projects), key=projects.count) if projects else None
 
 
-def read_optuna_studies(root: Path) -> list[dict[str, Any]]:
-    """Studies in any SQLite file of the sweep directory (optional: [] when none or optuna is missing)."""
+def optuna_storages(root: Path, trials: list[Trial]) -> tuple[list[Path], str | None]:
+    """SQLite files of the sweep: the Optuna sweeper's `storage` (relative to the cwd the sweep ran in)
+    and any *.db in the sweep directory; and the sweep's study name when the sweeper config gives one."""
+    dbs = list(root.glob("*.db"))
+    study_name = None
+    for t in trials[:1]:
+        hydra_cfg = (_load_yaml(t.path / ".hydra" / "hydra.yaml") or {}).get("hydra", {}) or {}
+        sweeper = hydra_cfg.get("sweeper", {}) or {}
+        storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            path = Path(storage[len("sqlite:///"):])
+            if not path.is_absolute():
+                path = Path((hydra_cfg.get("runtime", {}) or {}).get("cwd") or ".") / path
+            dbs.append(path)
+    unique = {p.resolve(): p for p in dbs if p.is_file()}
+    return sorted(unique.values()), study_name if isinstance(study_name, str) else None
+
+
+def read_optuna_studies(root: Path, trials: list[Trial]) -> list[dict[str, Any]]:
+    """The sweep's Optuna studies, read from SQLite (optional: [] when there is none)."""
     studies = []
-    for db in sorted(root.glob("*.db")):
+    dbs, study_name = optuna_storages(root, trials)
+    for db in dbs:
         try:
             import optuna
 
             storage = f"sqlite:///{db.resolve()}"
             for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+                if study_name and s.study_name != study_name:
+                    continue  # one storage holds many searches; show this sweep's
                 best = s.best_trial
-                studies.append({"file": db.name, "study": s.study_name, "n_trials": s.n_trials,
+                studies.append({"file": str(db), "study": s.study_name, "n_trials": s.n_trials,
                                 "directions": [d.name.lower() for d in s.directions],
                                 "best_values": list(best.values) if best is not None and best.values else None,
                                 "best_params": dict(best.params) if best is not None else None})
         except Exception as e:  # a locked, foreign or corrupt file must not stop the report
-            studies.append({"file": db.name, "error": f"{type(e).__name__}: {e}"})
+            studies.append({"file": str(db), "error": f"{type(e).__name__}: {e}"})
     return studies
 
 
@@ -206,7 +227,7 @@ def load_sweep(root: Path) -> Sweep:
                           "pass the directory a sweep or run wrote")
     trials = [load_trial(p, root) for p in runs]
     shared = _label_trials(trials)
-    return Sweep(root=root, trials=trials, shared_overrides=shared, study=read_optuna_studies(root))
+    return Sweep(root=root, trials=trials, shared_overrides=shared, study=read_optuna_studies(root, trials))
 
 
 # -- numbers ----------------------------------------------------------------------------------------
@@ -528,6 +549,11 @@ def write_report(sweep: Sweep, out: Path, key: str = "norm", metric: str = "best
            "## Accuracy vs parameters", "", markdown_table(p_header, p_rows) if p_rows else "(no completed trial)",
            "", f"![accuracy vs parameters]({pngs['accuracy_vs_params'].name})", "", "## Validation curves", "",
            f"![validation curves]({pngs['val_curves'].name})", ""]
+    if sweep.study:
+        md += ["## Optuna study", ""]
+        md += [f"- `{s['file']}`: " + (s["error"] if "error" in s else
+               f"study `{s['study']}`, {s['n_trials']} trials, {'/'.join(s['directions'])}, best values "
+               f"{s['best_values']}, best params {s['best_params']}") for s in sweep.study] + [""]
     (out / "report.md").write_text("\n".join(md))
 
     # html

@@ -88,6 +88,26 @@ def test_default_output_dir_and_single_run(sweep, tmp_path):
     assert "| 4 | 3 | 3 |" in md and "| 8 | 3 | 0 |" in md
 
 
+def test_unfinished_trials_and_optuna_study_are_reported(sweep, tmp_path):
+    import optuna
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("wandb"))
+    (copy / "2" / "summary.json").unlink()  # as if trial 2 were still running
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{copy / 'optuna.db'}", direction="maximize")
+    study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 0.1), n_trials=3)
+    from cifar_sweeps.report import main
+
+    assert main([str(copy)]) == 0
+    md = (copy / "report" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| 2 |"))
+    assert "| unfinished |" in row and "still running or killed" in row
+    assert "study `tiny`, 3 trials, maximize" in md
+    page = (copy / "report" / "report.html").read_text()
+    assert "Optuna study" in page and f"{study.best_value:.4g}" in page
+
+
 def test_bad_directory_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cifar_sweeps.report", str(tmp_path)], capture_output=True,
                           text=True, timeout=120)

@@ -10,7 +10,7 @@ import pytest
 
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.loggers import WandbLogger, resolve_wandb_mode, sweep_group_name
-from cifar_sweeps.train import train
+from cifar_sweeps.train import TrainingDiverged, train
 from conftest import compose_cfg
 from wandb_sweep import offline_env, tiny_wandb_sweep, wandb_run_contents
 
@@ -83,6 +83,16 @@ def test_direct_train_call_logs_offline_without_hydra(cifar_npz, tmp_path, monke
     assert set(run["run"].tags) == {"model=skip_s8", "norm=bn", "smoke"}
     assert EPOCH_KEYS <= run["history"][0].keys()
     assert run["exit_code"] == 0
+
+
+def test_diverged_run_is_a_failed_wandb_run(cifar_npz, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged):
+        train(tiny_wandb_cfg(cifar_npz, out, "optimizer.lr=1e12", "scheduler=none"))
+    run = wandb_run_contents(out)
+    assert run["exit_code"] == 1
+    assert {"state", "error", "epochs_done"} <= run["summary"]
 
 
 @pytest.mark.parametrize("cause", ["invalid_setting", "wandb_dir_is_a_file"])
