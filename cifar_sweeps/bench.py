@@ -52,13 +52,15 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # read before anything changes it
 
 # Run in a fresh interpreter: the real CLI (`python -m cifar_sweeps.train ...`), stopped right after
-# its first optimizer step by a global step hook; prints the seconds since the parent's timestamp.
+# its first optimizer step by a global step hook; prints the seconds since the parent's timestamp
+# and the CPU seconds the process used (user + system: what the wall time would be on an idle core).
 _PROBE = """
 import os, sys, time, runpy
 t0 = float(os.environ["CIFAR_SWEEPS_BENCH_T0"])
 from torch.optim.optimizer import register_optimizer_step_post_hook
 def _first_step(optimizer, args, kwargs):
-    print(f"BENCH_FIRST_STEP_S {time.time() - t0:.4f}", flush=True)
+    cpu = os.times()
+    print(f"BENCH_FIRST_STEP_S {time.time() - t0:.4f} {cpu.user + cpu.system:.4f}", flush=True)
     os._exit(0)
 register_optimizer_step_post_hook(_first_step)
 sys.argv = ["cifar_sweeps.train", *sys.argv[1:]]
@@ -67,7 +69,7 @@ runpy.run_module("cifar_sweeps.train", run_name="__main__", alter_sys=True)
 
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
         return compose(config_name="train", overrides=overrides)
 
 
@@ -180,8 +182,8 @@ class _RandomBatches:
             yield self.x, self.y
 
 
-def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> list[float]:
-    """Seconds from a fresh process's start to its first training step, `runs` times."""
+def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds from a fresh process's start to its first training step, `runs` times."""
     times = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
@@ -193,7 +195,8 @@ def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> 
             if not found:
                 raise RuntimeError(f"startup probe never reached a training step (exit {proc.returncode}):\n"
                                    f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-            times.append(float(found[0].split()[1]))
+            wall, cpu = found[0].split()[1:]
+            times.append((float(wall), float(cpu)))
     return times
 
 
@@ -276,7 +279,8 @@ def bench(argv: list[str]) -> dict:
               f"| load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
 
     startup = measure_startup(overrides, args.startup_runs) if args.startup_runs > 0 else []
-    startup_s = statistics.median(startup) if startup else None
+    startup_s = statistics.median(t[0] for t in startup) if startup else None
+    startup_cpu_s = statistics.median(t[1] for t in startup) if startup else None
 
     result = {
         "compute_img_s": round(compute.img_s, 1),
@@ -285,7 +289,8 @@ def bench(argv: list[str]) -> dict:
         "fast_vs_compute": round(fast.img_s / compute.img_s, 3),
         "fast_vs_seed_loop": round(fast.img_s / seed.img_s, 3),
         "startup_s": round(startup_s, 2) if startup_s is not None else None,
-        "startup_runs_s": [round(t, 2) for t in startup],
+        "startup_cpu_s": round(startup_cpu_s, 2) if startup_cpu_s is not None else None,
+        "startup_runs_s": [round(t[0], 2) for t in startup],
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "batch_size": cfg.batch_size,
         "device": str(device),
@@ -304,7 +309,7 @@ def bench(argv: list[str]) -> dict:
           f"(2)/(3) = {result['fast_vs_seed_loop']:.3f}")
     if startup:
         print(f"(4) startup to first training step      {startup_s:9.2f} s       "
-              f"(runs: {', '.join(f'{t:.2f}' for t in startup)})")
+              f"(runs: {', '.join(f'{t[0]:.2f}' for t in startup)}; CPU {startup_cpu_s:.2f} s)")
     print(json.dumps(result))
     return result
 

@@ -1,0 +1,52 @@
+"""The benchmark runs end to end (tiny settings) and its last line is the JSON scripts read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cifar_sweeps.bench import parse_args
+
+KEYS = ("compute_img_s", "fast_img_s", "seed_loop_img_s", "fast_vs_compute", "fast_vs_seed_loop", "startup_s")
+
+
+def run_bench(args: list[str], npz) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CIFAR10_NPZ": str(npz)}
+    return subprocess.run([sys.executable, "-m", "cifar_sweeps.bench", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_bench_runs_end_to_end_and_ends_with_json(cifar_npz):
+    tiny = ["model=skip_s8", "data.train_subset=512", "data.val_size=128", "data.test_subset=128", "batch_size=32",
+            "scheduler=none", "--seconds", "0.3", "--rounds", "1", "--warmup", "1", "--startup-runs", "1",
+            "--seed-workers", "1", "--seed-threads", "1"]
+    proc = run_bench(tiny, cifar_npz)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in KEYS:
+        assert isinstance(result[key], (int, float)) and result[key] > 0, (key, result[key])
+    assert result["fast_vs_compute"] == pytest.approx(result["fast_img_s"] / result["compute_img_s"], rel=1e-2)
+    assert result["fast_vs_seed_loop"] == pytest.approx(result["fast_img_s"] / result["seed_loop_img_s"], rel=1e-2)
+    assert result["model"] == "SkipS8" and result["batch_size"] == 32
+    assert 0 < result["startup_cpu_s"] and len(result["startup_runs_s"]) == 1
+    assert any(line.startswith("round 1:") and "load average" in line for line in lines)
+    assert any(line.startswith("(4) startup") for line in lines)
+
+
+def test_bench_refuses_a_config_without_a_fast_path(cifar_npz):
+    proc = run_bench(["augment=s6_album", "--rounds", "1"], cifar_npz)
+    assert proc.returncode != 0
+    assert "augment.backend=albumentations" in proc.stderr and "backend: tensor" in proc.stderr
+
+
+def test_bench_options_and_overrides_are_separated():
+    args, overrides = parse_args(["model=skip_s8", "--seconds", "2", "batch_size=64", "--startup-runs", "0"])
+    assert overrides == ["model=skip_s8", "batch_size=64"]
+    assert args.seconds == 2.0 and args.startup_runs == 0 and args.rounds == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--secs", "2"])
