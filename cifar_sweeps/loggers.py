@@ -61,8 +61,8 @@ WANDB_EPOCH_KEYS = {"epoch": "epoch", "train_loss": "train/loss", "train_acc": "
                     "val_acc": "val/acc", "lr": "lr", "epoch_s": "time/epoch_s", "img_s": "time/img_s"}
 # summary.json keys copied to the W&B run summary as they are (the rest is turned into charts/tables)
 WANDB_SUMMARY_KEYS = ("state", "params", "receptive_field", "receptive_field_with_pool", "best_val_acc", "best_epoch",
-                      "final_val_acc", "test_acc", "test_loss", "epochs", "epochs_done", "train_images", "wall_s", "model_width",
-                      "device", "seed", "reason", "max_params", "error")
+                      "final_val_acc", "test_acc", "test_loss", "epochs", "epochs_done", "train_images", "wall_s",
+                      "model_width", "device", "seed", "reason", "max_params", "error")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # overrides that only say where things are, not what was trained: left out of run names
 NAME_SKIP_PREFIXES = ("data.npz", "data.root", "logger", "hydra.", "output_dir", "device", "threads", "save_model")
@@ -118,6 +118,16 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def short_override(override: str) -> str:
+    """'optimizer.lr=0.0039266720040339615' -> 'optimizer.lr=0.003927': Optuna samples, readable in names."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}{sep}{number:.4g}" if "." in value or "e" in value.lower() else override
+
+
 def sweep_group_name(sweep_dir: str | Path, job_name: str = "train") -> str:
     """W&B group of a sweep: '<job>/<parent dir>/<sweep dir>', e.g. 'train/2026-11-22/05-03-06'.
     The report recomputes it from the sweep directory when trials carry no wandb.json."""
@@ -131,7 +141,7 @@ def run_name(ctx: dict[str, Any]) -> str | None:
     overrides = [o for o in ctx.get("overrides", []) if not _override_key(o).startswith(NAME_SKIP_PREFIXES)]
     fixed = set(ctx.get("fixed", []))
     overrides = [o for o in overrides if o not in fixed] or overrides
-    return ",".join(overrides)[:128] or None
+    return ",".join(map(short_override, overrides))[:128] or None
 
 
 def run_tags(config: dict, ctx: dict[str, Any]) -> list[str]:

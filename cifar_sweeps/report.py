@@ -31,7 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from . import plots
 from .errors import ConfigError
-from .loggers import NAME_SKIP_PREFIXES, sweep_group_name
+from .loggers import NAME_SKIP_PREFIXES, short_override, sweep_group_name
 
 METRICS = ("best_val_acc", "final_val_acc", "test_acc")
 METRIC_NAMES = {"best_val_acc": "best val acc", "final_val_acc": "final val acc", "test_acc": "test acc"}
@@ -147,7 +147,7 @@ def _label_trials(trials: list[Trial]) -> list[str]:
     sets = [[o for o in t.overrides if meaningful(o)] for t in trials]
     shared = set.intersection(*map(set, sets)) if len(sets) > 1 else set()
     for t, own in zip(trials, sets):
-        t.label = ", ".join(o for o in own if o not in shared) or ("defaults" if len(trials) == 1 else f"trial {t.num}")
+        t.label = ", ".join(short_override(o) for o in own if o not in shared) or ("defaults" if len(trials) == 1 else f"trial {t.num}")
     return [o for o in (sets[0] if sets else []) if o in shared]
 
 
@@ -264,7 +264,7 @@ def group_stats(sweep: Sweep, key: str, metric: str) -> list[dict[str, Any]]:
 
 
 def budgets_of(sweep: Sweep, extra: list[int]) -> list[int]:
-    found = {t.config.get("budget", {}).get("max_params") for t in sweep.trials if isinstance(t.config.get("budget"), dict)}
+    found = {t.config["budget"].get("max_params") for t in sweep.trials if isinstance(t.config.get("budget"), dict)}
     found |= {t.summary.get("max_params") for t in sweep.trials}
     return sorted({int(b) for b in list(found) + list(extra) if b})
 
@@ -326,6 +326,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 # -- figures ----------------------------------------------------------------------------------------
+
+def epoch_axis(ax, epochs: int) -> None:
+    """Whole epochs only; a one-epoch run gets a sensible range instead of 0.95-1.05."""
+    if epochs <= 20:
+        ax.set_xticks(range(1, epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5 if epochs < 3 else 0.8, epochs + (0.5 if epochs < 3 else 0.2))
+
 
 def value_order(v: str):
     """Sort key: numbers numerically (4 < 8 < 16), then text (bn < gn < ln)."""
@@ -398,7 +407,7 @@ def val_curves_figure(sweep: Sweep, key: str, metric: str, top: int) -> Figure:
         ax.plot([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows], marker="os^D"[k % 4], ms=3.5,
                 color=colors[t.key(key)], linestyle=styles[k % 4],
                 label=f"#{t.num} {t.label[:50]} ({pct(t.metric(metric))})")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(ax, max((len(t.history) for t in ranked), default=1))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"Validation accuracy per epoch: the {len(ranked)} best trials by {METRIC_NAMES[metric]} "
@@ -447,7 +456,7 @@ def compare_figure(sweep: Sweep, key: str, metric: str) -> Figure:
     ax_pts.set_title(f"● {METRIC_NAMES[metric]}   ◆ test acc   (black bar = mean)", fontsize=10)
     ax_pts.grid(alpha=0.3, axis="y")
     ax_curve.set_xlabel("epoch")
-    ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(ax_curve, max((len(t.history) for t in sweep.completed()), default=1))
     ax_curve.set_ylabel("validation accuracy (%)")
     ax_curve.set_title("mean validation curve (band = min–max over trials)", fontsize=10)
     ax_curve.grid(alpha=0.3)
@@ -471,7 +480,8 @@ h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 36
 .card .v { font-size: 22px; font-weight: 600; } .card .k { color: #5b6573; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; width: 100%; margin: 10px 0; }
 th, td { border-bottom: 1px solid #e8eaee; padding: 5px 8px; text-align: left; vertical-align: top; }
-th { background: #f6f7f9; position: sticky; top: 0; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f7f9; position: sticky; top: 0; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best td { background: #fff8e1; } td.note { color: #8a6d00; max-width: 320px; font-size: 12px; }
 .state { padding: 1px 7px; border-radius: 10px; font-size: 12px; }
 .completed { background: #e6f4ea; color: #1e6b34; } .failed { background: #fde7e9; color: #a4262c; }

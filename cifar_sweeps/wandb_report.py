@@ -103,7 +103,8 @@ def save_wandb_report(sweep: "Sweep", entity: str | None, project: str | None, c
             entity = wandb.Api().default_entity  # needs network and a logged-in account
         report = build_wandb_report(sweep, entity, project, compare_key, metric, title).save()
     except Exception as e:
-        print(f"error: could not save the W&B Report ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: could not save the W&B Report ({type(e).__name__}: {first_line}).\n"
               "Saving needs network access and a W&B account: set WANDB_API_KEY (or run `wandb login`), pass "
               "--entity, and upload the offline runs first with `wandb sync <run dir>/wandb/offline-run-*`. "
               "The HTML report above does not need any of this.", file=sys.stderr)

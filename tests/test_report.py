@@ -37,7 +37,8 @@ def labels(sweep: Path) -> list[str]:
     out = []
     for trial in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
         o = (trial / ".hydra" / "overrides.yaml").read_text().split()
-        out.append(f"{next(x for x in o if x.startswith('norm='))}, {next(x for x in o if x.startswith('model.width='))}")
+        norm = next(x for x in o if x.startswith("norm="))
+        out.append(f"{norm}, {next(x for x in o if x.startswith('model.width='))}")
     return out
 
 
@@ -53,7 +54,8 @@ def test_markdown_table_has_every_trial(sweep, report):
         assert cells[3] == summary["state"] and cells[4] == f"{summary['params']:,}"
         if summary["state"] == "completed":
             assert cells[5] == str(summary["receptive_field"])
-            assert cells[6] == f"{100 * summary['best_val_acc']:.2f}%" and cells[7] == f"{100 * summary['test_acc']:.2f}%"
+            assert cells[6] == f"{100 * summary['best_val_acc']:.2f}%"
+            assert cells[7] == f"{100 * summary['test_acc']:.2f}%"
         else:
             assert "budget.max_params=30,000" in cells[10]
     # the side-by-side table has one row per norm
