@@ -18,8 +18,9 @@ Any Hydra override of `conf/train.yaml` is accepted (the same ones `cifar_sweeps
    `python -m cifar_sweeps.train <overrides>` (imports, Hydra composition, data load, model build),
    the median of `--startup-runs` runs.
 
-(1), (2), (3) run in `--rounds` rounds of `--seconds` each, alternating, so that load from other
-processes on the machine hits all three alike; the load average is printed with each round.
+Each of `--rounds` rounds alternates (1) and (2) step by step for 2 x `--seconds`, then times (3)
+for `--seconds` (its DataLoader workers would otherwise prefetch in the background), so that load
+from other processes on the machine hits all three alike; the load average is printed each round.
 The last line printed is one JSON object (keys `compute_img_s`, `fast_img_s`, `seed_loop_img_s`,
 `fast_vs_compute`, `fast_vs_seed_loop`, `startup_s`, plus details) for scripts.
 """
@@ -104,31 +105,40 @@ class Phase:
         acc[0] += loss * len(y)
         acc[1] += (logits.argmax(1) == y).sum()
 
-    def run(self, seconds: float, warmup: int, device: torch.device) -> float:
+    def start(self, warmup: int, device: torch.device) -> None:
+        """Begin a round: this phase's threads, fresh DataLoader workers if any, untimed warm-up steps
+        (worker start-up, first batches, compilation, cudnn autotuning)."""
         torch.set_num_threads(self.threads)
         if self.fresh_each_round:
-            # DataLoader workers are started here, not left prefetching while the other phases are timed
+            # DataLoader workers start here, so none are left prefetching while another phase is timed
             self._it = None
         self.model.train()
-        acc = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
-        for _ in range(warmup):  # untimed: worker start-up, first batches, compilation, cudnn autotuning
-            self._step(*self._next(), acc)
+        self._acc = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
+        for _ in range(warmup):
+            self._step(*self._next(), self._acc)
         sync(device)
-        images, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        self._round = [0, 0.0]
+
+    def steps(self, n: int, device: torch.device) -> None:
+        """Time `n` steps: fetching (and augmenting) a batch plus the training step, synced at the end."""
+        torch.set_num_threads(self.threads)
+        t0 = time.perf_counter()
+        for _ in range(n):
             x, y = self._next()
-            self._step(x, y, acc)
-            images += len(y)
-            if device.type == "cuda" and images // len(y) % 20 == 0:
-                sync(device)  # keep the clock honest without a sync per step
+            self._step(x, y, self._acc)
+            self._round[0] += len(y)
         sync(device)
-        elapsed = time.perf_counter() - t0
+        self._round[1] += time.perf_counter() - t0
+
+    def finish(self) -> float:
+        """End a round; returns its images/s."""
         if self.fresh_each_round:
             self._it = None  # shut the workers down before the next phase
+        images, seconds = self._round
         self.images += images
-        self.seconds += elapsed
-        self.per_round.append(images / elapsed)
-        return images / elapsed
+        self.seconds += seconds
+        self.per_round.append(images / seconds)
+        return images / seconds
 
     @property
     def img_s(self) -> float:
@@ -203,8 +213,8 @@ def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m cifar_sweeps.bench", description=__doc__.split("\n\n")[0],
                                      epilog="Anything else is a Hydra override of conf/train.yaml, e.g. model=skip_s8.")
-    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per phase per round (default 6)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three phases (default 3)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per phase per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the three phases (default 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each phase and round")
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes timed for (4); 0 skips it")
     parser.add_argument("--seed-workers", type=int, default=None,
@@ -267,13 +277,26 @@ def bench(argv: list[str]) -> dict:
     print(f"fast path: threads={threads} channels_last={cfg.channels_last} compile={cfg.compile} amp={use_amp} "
           f"augment=[{ops}] | seed loop: threads={seed_threads} workers={workers} NCHW fp32 eager | "
           f"{len(data.train)} training images")
+    # (1) and (2) alternate chunk by chunk (one step per chunk on CPU; on CUDA a few, to keep the queue
+    # full between syncs), so any load from other processes hits both alike; the seed loop, whose
+    # DataLoader workers run in the background, gets its own window of the same length in each round.
+    chunk = 1 if device.type == "cpu" else 10
     for r in range(1, args.rounds + 1):
-        rates = []
-        for phase in (compute, fast, seed):
-            cudnn_bench = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = cudnn_bench and phase is not seed  # the write-ups left it off
-            rates.append(phase.run(args.seconds, args.warmup, device))
-            torch.backends.cudnn.benchmark = cudnn_bench
+        compute.start(args.warmup, device)
+        fast.start(args.warmup, device)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 2 * args.seconds:
+            compute.steps(chunk, device)
+            fast.steps(chunk, device)
+        rates = [compute.finish(), fast.finish()]
+        cudnn_bench = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False  # the write-ups left it off
+        seed.start(args.warmup, device)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds:
+            seed.steps(chunk, device)
+        rates.append(seed.finish())
+        torch.backends.cudnn.benchmark = cudnn_bench
         load = os.getloadavg()
         print(f"round {r}: compute {rates[0]:7.0f}  fast {rates[1]:7.0f}  seed loop {rates[2]:7.0f} img/s  "
               f"| load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)

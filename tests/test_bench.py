@@ -47,6 +47,6 @@ def test_bench_refuses_a_config_without_a_fast_path(cifar_npz):
 def test_bench_options_and_overrides_are_separated():
     args, overrides = parse_args(["model=skip_s8", "--seconds", "2", "batch_size=64", "--startup-runs", "0"])
     assert overrides == ["model=skip_s8", "batch_size=64"]
-    assert args.seconds == 2.0 and args.startup_runs == 0 and args.rounds == 3
+    assert args.seconds == 2.0 and args.startup_runs == 0 and args.rounds == 4
     with pytest.raises(SystemExit):
         parse_args(["--secs", "2"])
