@@ -1,4 +1,4 @@
-"""Parameter budgets: fit a model's width to the budget, and tell Optuna which trials broke it.
+"""Parameter budgets: fit a model's width to the budget.
 
 Parameters are counted on the meta device (`build.count_params`: no memory, no data, ~25 ms a
 model on CPU), so solving the width by bisection costs well under a second, before any data is
@@ -81,15 +81,3 @@ def fit_width_to_budget(cfg: DictConfig) -> int:
     cfg.model.width = width
     return width
 
-
-def budget_constraints(trial) -> list[float]:
-    """Optuna `constraints_func`: one value, params / max_params - 1, feasible when <= 0.
-
-    Reads the user attributes that `cifar_sweeps.sweeper.BudgetOptunaSweeper` copies from each
-    trial's summary.json. TPE and NSGA-II then model the budget edge instead of re-sampling
-    rejected regions, and `study.best_trial` only ever returns a trial within budget.
-    """
-    params, max_params = trial.user_attrs.get("params"), trial.user_attrs.get("max_params")
-    if params is None or not max_params:
-        return [0.0]
-    return [params / max_params - 1.0]

@@ -8,9 +8,10 @@ four additions:
    summary.json: `state` (completed / rejected / failed), `params`, `max_params`, `model_width`,
    `reason` (why a trial was rejected) or `error` (why it failed), `best_val_acc`, `test_acc`,
    `run_dir`. optuna-dashboard shows them next to each trial.
-2. The sampler may name callables from `cifar_sweeps.*` (the stock sweeper only lets it name
-   `optuna.samplers.*`), so `constraints_func: cifar_sweeps.budget.budget_constraints` tells TPE
-   or NSGA-II which trials broke the budget.
+2. Each trial within or over budget gets the constraint `params / max_params - 1` (feasible when
+   <= 0; Optuna 5's `Trial.set_constraint`), so TPE and NSGA-II model the budget edge and
+   `study.best_trial` only ever returns a trial within budget. The sampler config may also name
+   callables from `cifar_sweeps.*` (the stock sweeper allows only `optuna.samplers.*`).
 3. `max_failure_rate` counts failures over the whole sweep: the sweep stops once more than
    `max_failure_rate * n_trials` trials have failed. (The stock sweeper applies it to each batch
    of `n_jobs` trials, so with n_jobs=1 any single failure would stop the sweep.)
@@ -79,6 +80,21 @@ def run_facts(ret: JobReturn, since: float) -> dict[str, Any]:
     return facts
 
 
+def set_budget_constraint(trial: optuna.trial.Trial, value: float) -> None:
+    """Record how far over budget a trial is (<= 0: within) as an Optuna constraint."""
+    if hasattr(trial, "set_constraint"):  # optuna >= 5
+        trial.set_constraint("budget", value)
+    else:  # optuna 4 samplers read the list under system attribute "constraints"
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [value])
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    constraints = getattr(trial, "constraints", None)  # optuna >= 5: a dict by name
+    if isinstance(constraints, dict):
+        return list(constraints.values())
+    return list(trial.system_attrs.get("constraints") or [])
+
+
 class _RecordingLauncher:
     """Wraps the real launcher: after each batch, copies run facts onto the batch's Optuna trials."""
 
@@ -117,6 +133,8 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             facts = run_facts(ret, since)
             for key, value in facts.items():
                 trial.set_user_attr(key, value)
+            if facts.get("params") is not None and facts.get("max_params"):
+                set_budget_constraint(trial, facts["params"] / facts["max_params"] - 1.0)
             if facts.get("state") == "rejected":
                 log.warning("trial %d rejected: %s", trial.number, facts.get("reason"))
             if ret.status == JobStatus.FAILED:
@@ -141,13 +159,18 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         try:
             super().sweep(arguments)
-        except ValueError as e:
+        except ValueError:
             # study.best_trial skips failed and infeasible (over-budget) trials and raises when no
             # other is left; every trial is still in the study with its reason
-            if "feasible" not in str(e) and "No trials are completed" not in str(e):
+            if self.storage is not None and self._has_feasible_trial():
                 raise
-            log.error("No completed trial within budget yet (%s); see the trials' user attributes "
-                      "(state, reason, error)", e)
+            log.error("No completed trial within budget yet; see the trials' user attributes "
+                      "(state, reason, error) in study %s", self.study_name)
+
+    def _has_feasible_trial(self) -> bool:
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+        return any(t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in constraint_values(t))
+                   for t in study.get_trials(deepcopy=False))
 
 
 class BudgetOptunaSweeper(OptunaSweeper):

@@ -1,13 +1,12 @@
-"""Parameter budgets without training: width solving, rejection before data, constraints."""
+"""Parameter budgets without training: width solving, rejection before data."""
 
 from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
 
-from cifar_sweeps.budget import budget_constraints, params_at_width, solve_width
+from cifar_sweeps.budget import params_at_width, solve_width
 from cifar_sweeps.build import count_params
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.train import train
@@ -83,15 +82,3 @@ def test_fit_width_run_fills_its_budget(tiny_cfg, tmp_path):
     assert summary["model_width"] == expected_width
     assert summary["params"] == expected_params <= 30_000
 
-
-def test_budget_constraints_reads_trial_facts():
-    study = optuna.create_study()
-    over, within, unknown = study.ask(), study.ask(), study.ask()
-    over.set_user_attr("params", 60_000)
-    over.set_user_attr("max_params", 50_000)
-    within.set_user_attr("params", 40_000)
-    within.set_user_attr("max_params", 50_000)
-    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
-    assert budget_constraints(frozen[over.number]) == [pytest.approx(0.2)]
-    assert budget_constraints(frozen[within.number]) == [pytest.approx(-0.2)]
-    assert budget_constraints(frozen[unknown.number]) == [0.0]

@@ -46,7 +46,7 @@ def test_budget_sweep_trains_within_budget_and_resumes(tmp_path, cifar_npz):
         assert 0.8 * 50_000 < t.user_attrs["params"] <= 50_000
         assert t.user_attrs["model_width"] >= 1
         assert 0.0 <= t.value <= 1.0 and t.value == t.user_attrs["best_val_acc"]
-        assert t.system_attrs["constraints"][0] <= 0
+        assert t.constraints["budget"] <= 0
         assert "model.width" not in t.params  # solved, not searched
         assert {"model", "norm", "optimizer", "optimizer.lr", "optimizer.weight_decay"} <= t.params.keys()
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
@@ -74,7 +74,7 @@ def test_over_budget_trials_are_rejected_before_data_and_the_sweep_finishes(tmp_
         assert t.user_attrs["state"] == "rejected"
         assert t.user_attrs["params"] == 739_104
         assert "budget.max_params=50,000" in t.user_attrs["reason"]
-        assert t.system_attrs["constraints"][0] > 0  # infeasible for the sampler
+        assert t.constraints["budget"] > 0  # infeasible for the sampler
     assert "No completed trial within budget" in proc.stdout + proc.stderr
 
 
@@ -112,3 +112,16 @@ def test_pareto_search_returns_accuracy_and_params(tmp_path, cifar_npz):
         assert "model.width" in t.params  # size is an objective: the width is searched
     results = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
     assert 1 <= len(results["solutions"]) <= 2
+
+
+def test_nan_loss_trial_is_marked_failed_and_the_sweep_finishes(tmp_path, cifar_npz):
+    # lr 1e6 with heavy momentum diverges in the first epoch: TrainingDiverged; max_failure_rate=1 tolerates it
+    proc = sweep(tmp_path, "model=dilated_c4", "budget.fit_width=false", "model.width=8", "optimizer=sgd",
+                 "optimizer.lr=1e6", "optimizer.momentum=0.99", "data.train_subset=600",
+                 "hydra.sweeper.n_trials=1", "hydra.sweeper.max_failure_rate=1.0", npz=cifar_npz)
+    (trial,) = load(tmp_path, "budget_50k").trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["state"] == "failed" and "TrainingDiverged" in trial.user_attrs["error"]
+    summary = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
+    assert summary["state"] == "failed"
+    assert "No completed trial within budget" in proc.stdout + proc.stderr
