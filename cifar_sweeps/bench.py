@@ -2,6 +2,7 @@
 
     python -m cifar_sweeps.bench model=skip_s8
     python -m cifar_sweeps.bench model=dilated_c4 batch_size=128 --seconds 8 --rounds 3
+    python -m cifar_sweeps.bench model=skip_s8 --choices --seconds 1 --rounds 4   # evidence for the defaults
 
 Any Hydra override of `conf/train.yaml` is accepted (the same ones `cifar_sweeps.train` takes);
 `--options` control the measurement. One run measures, on the same model, batch size and machine:
@@ -210,6 +211,92 @@ def measure_startup(overrides: list[str], runs: int, timeout: float = 300.0) -> 
     return times
 
 
+def _median_rates(fns: dict, seconds: float, rounds: int, images_per_call: int) -> dict:
+    """Median images/s of each zero-argument callable, timed in `rounds` alternating windows."""
+    rates = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()  # warm
+            calls, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                fn()
+                calls += 1
+            rates[name].append(calls * images_per_call / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def compare_choices(cfg: DictConfig, data, device: torch.device, seconds: float, rounds: int) -> dict:
+    """The measurements behind the defaults: threads x channels_last on random tensors, and three ways
+    to augment a batch (crop pad 4 + hflip + 16x16 cutout, then normalise), alternating in rounds."""
+    results = {}
+    x_rand = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
+    y_rand = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    setups = {}
+    for channels_last in (True, False):
+        model = build_model(cfg).to(device)
+        x = x_rand
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        setups[channels_last] = (model, build_optimizer(cfg, model), x)
+
+    def step_fn(threads: int, channels_last: bool):
+        model, optimizer, x = setups[channels_last]
+
+        def step():
+            torch.set_num_threads(threads)
+            train_step(model, model, optimizer, x, y_rand, cfg, use_amp=False)
+            sync(device)
+        return step
+
+    fns = {f"compute threads={t} channels_last={cl}": step_fn(t, cl)
+           for t in sorted({1, TORCH_DEFAULT_THREADS}) for cl in (True, False)}
+    results.update(_median_rates(fns, seconds, rounds, cfg.batch_size))
+
+    from .augment import batch_crop, batch_cutout, batch_hflip, resolve_fill
+    from .loaders import Normalize
+
+    torch.set_num_threads(cfg.threads or TORCH_DEFAULT_THREADS)
+    mean, std = list(cfg.data.mean), list(cfg.data.std)
+    images = torch.from_numpy(data.train.x).to(device)
+    normalize = Normalize(mean, std, device, channels_last=True)
+    gen = torch.Generator(device=device).manual_seed(0)
+    fill = resolve_fill("mean", mean)
+    n = cfg.batch_size
+
+    def batch():
+        return images[torch.randint(0, len(images), (n,), device=device)]
+
+    def hand():
+        x = batch_hflip(batch_crop(batch(), gen, 4, (0, 0, 0)), gen, 0.5)
+        normalize(batch_cutout(x, gen, 16, fill, 0.5))
+
+    augs = {"augment: hand-written torch (this repo)": hand}
+    mean_t, std_t = torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
+    try:
+        import kornia.augmentation as K
+
+        kornia_aug = K.AugmentationSequential(
+            K.RandomCrop((32, 32), padding=4, fill=0.0), K.RandomHorizontalFlip(p=0.5),
+            K.RandomErasing(scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.5, p=0.5))  # 16x16 of 32x32
+        augs["augment: kornia (per-sample, float)"] = lambda: (kornia_aug(
+            batch().permute(0, 3, 1, 2).float().div(255)) - mean_t) / std_t
+    except ImportError:
+        pass
+    try:
+        from torchvision.transforms import v2
+
+        tv = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                         v2.RandomErasing(p=0.5, scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0)])
+        augs["augment: torchvision v2 on the batch (ONE draw per batch)"] = lambda: normalize(
+            tv(batch().permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        augs["augment: torchvision v2 per image (python loop)"] = lambda: normalize(
+            torch.stack([tv(img) for img in batch().permute(0, 3, 1, 2)]).permute(0, 2, 3, 1))
+    except ImportError:
+        pass
+    results.update(_median_rates(augs, seconds, rounds, n))
+    return results
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m cifar_sweeps.bench", description=__doc__.split("\n\n")[0],
                                      epilog="Anything else is a Hydra override of conf/train.yaml, e.g. model=skip_s8.")
@@ -221,6 +308,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="DataLoader workers of the seed loop (default: one per core)")
     parser.add_argument("--seed-threads", type=int, default=None,
                         help=f"torch threads of the seed loop (default: torch's default here, {TORCH_DEFAULT_THREADS})")
+    parser.add_argument("--choices", action="store_true",
+                        help="instead: time threads x channels_last and the augmentation libraries (the defaults' evidence)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
     if unknown:
@@ -252,6 +341,16 @@ def bench(argv: list[str]) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model
+    if args.choices:
+        print(f"choices: model={cfg.model._target_.rsplit('.', 1)[-1]} batch_size={cfg.batch_size} device={device}, "
+              f"medians of {args.rounds} alternating windows of {args.seconds:g} s")
+        results = compare_choices(cfg, data, device, args.seconds, args.rounds)
+        for name, rate in results.items():
+            print(f"{name:60s} {rate:9.0f} img/s")
+        results = {name: round(rate, 1) for name, rate in results.items()}
+        results["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        print(json.dumps(results))
+        return results
     fast_batches, _, _ = make_batches(cfg, data, device)
     assert isinstance(fast_batches, TensorBatches)
     if hasattr(model, "init_from_data"):

@@ -50,3 +50,23 @@ def test_bench_options_and_overrides_are_separated():
     assert args.seconds == 2.0 and args.startup_runs == 0 and args.rounds == 4
     with pytest.raises(SystemExit):
         parse_args(["--secs", "2"])
+
+
+def test_bench_choices_mode_times_threads_layouts_and_augment_libraries(cifar_npz, monkeypatch):
+    import torch
+
+    from cifar_sweeps.bench import bench
+
+    monkeypatch.setenv("CIFAR10_NPZ", str(cifar_npz))
+    threads = torch.get_num_threads()
+    try:
+        result = bench(["model=skip_s8", "data.train_subset=256", "data.val_size=128", "data.test_subset=128",
+                        "batch_size=16", "--choices", "--seconds", "0.05", "--rounds", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result["compute threads=1 channels_last=True"] > 0 and result["compute threads=1 channels_last=False"] > 0
+    assert result["augment: hand-written torch (this repo)"] > 0
+    import importlib.util
+
+    if importlib.util.find_spec("kornia") is not None:  # optional: compared, not used
+        assert result["augment: kornia (per-sample, float)"] > 0
