@@ -2,7 +2,8 @@
 
     python -m cifar_sweeps.bench model=skip_s8
     python -m cifar_sweeps.bench model=dilated_c4 batch_size=128 --seconds 8 --rounds 3
-    python -m cifar_sweeps.bench model=skip_s8 --choices --seconds 1 --rounds 4   # evidence for the defaults
+    python -m cifar_sweeps.bench model=skip_s8 --choices --seconds 1.5 --rounds 4   # evidence for the defaults
+    python -m cifar_sweeps.bench model=skip_s8 --startup-breakdown                  # where (4) goes
 
 Any Hydra override of `conf/train.yaml` is accepted (the same ones `cifar_sweeps.train` takes);
 `--options` control the measurement. One run measures, on the same model, batch size and machine:
@@ -69,6 +70,32 @@ sys.argv = ["cifar_sweeps.train", *sys.argv[1:]]
 runpy.run_module("cifar_sweeps.train", run_name="__main__", alter_sys=True)
 """
 
+
+# The same start-up, stage by stage in a fresh interpreter, CPU seconds per stage (what to optimise).
+_BREAKDOWN = """
+import sys, time
+marks = [("interpreter start", time.process_time())]
+def mark(name):
+    marks.append((name, time.process_time()))
+import torch; mark("import torch")
+from cifar_sweeps import train as tr
+from cifar_sweeps.bench import compose_cfg; mark("import hydra, omegaconf, cifar_sweeps")
+cfg = compose_cfg(sys.argv[1:]); mark("compose the config")
+tr.validate(cfg); tr.count_params(cfg); mark("validate, count parameters (meta device)")
+data = tr.load_cifar10(cfg.data, cfg.seed); mark("load CIFAR-10 npz, split")
+device = tr.resolve_device(cfg.device)
+if cfg.threads:
+    torch.set_num_threads(cfg.threads)
+model = tr.build_model(cfg).to(device); tr.receptive_field(model)
+if cfg.channels_last:
+    model = model.to(memory_format=torch.channels_last)
+batches, _, _ = tr.make_batches(cfg, data, device); mark("build model, receptive field, batches")
+optimizer = tr.build_optimizer(cfg, model); mark("build optimizer (torch imports torch._dynamo here)")
+x, y = next(iter(batches)); tr.train_step(model, model, optimizer, x, y, cfg, False); mark("first training step")
+for (_, a), (name, b) in zip(marks, marks[1:]):
+    print(f"  {name:52s} {b - a:6.2f} s CPU")
+print(f"  {'total':52s} {marks[-1][1]:6.2f} s CPU")
+"""
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR)):
@@ -308,6 +335,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="DataLoader workers of the seed loop (default: one per core)")
     parser.add_argument("--seed-threads", type=int, default=None,
                         help=f"torch threads of the seed loop (default: torch's default here, {TORCH_DEFAULT_THREADS})")
+    parser.add_argument("--startup-breakdown", action="store_true",
+                        help="instead: CPU seconds of each start-up stage in a fresh process")
     parser.add_argument("--choices", action="store_true",
                         help="instead: time threads x channels_last and the augmentation libraries (the defaults' evidence)")
     args, overrides = parser.parse_known_args(argv)
@@ -322,6 +351,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def bench(argv: list[str]) -> dict:
     t_start = time.perf_counter()
     args, overrides = parse_args(argv)
+    if args.startup_breakdown:
+        print(f"start-up stages of a fresh process, overrides {overrides}:", flush=True)
+        subprocess.run([sys.executable, "-c", _BREAKDOWN, *overrides], check=True, timeout=300)
+        return {}
     cfg = compose_cfg(overrides)
     validate(cfg)
     if cfg.augment.backend != "tensor":
