@@ -45,7 +45,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from .build import build_model, build_optimizer
+from .build import build_model, build_optimizer, count_params
 from .data import load_cifar10
 from .errors import ConfigError
 from .loaders import TensorBatches, cpu_workers
@@ -357,6 +357,10 @@ def bench(argv: list[str]) -> dict:
         return {}
     cfg = compose_cfg(overrides)
     validate(cfg)
+    if cfg.budget.get("fit_width"):  # as train() does: the model timed is the one a trial would train
+        from .budget import fit_width_to_budget
+
+        fit_width_to_budget(cfg)
     if cfg.augment.backend != "tensor":
         raise ConfigError(f"augment.backend={cfg.augment.backend}: the bench times the fast path, which is the "
                           "tensor backend; pick an augment config with backend: tensor (e.g. augment=flip_crop)")
@@ -404,7 +408,8 @@ def bench(argv: list[str]) -> dict:
                  cfg, use_amp=False, threads=seed_threads, fresh_each_round=True)
 
     ops = ", ".join(f"{o['op']}" for o in cfg.augment.ops) or "none"
-    print(f"bench: model={cfg.model._target_.rsplit('.', 1)[-1]} batch_size={cfg.batch_size} device={device} "
+    params = count_params(cfg)
+    print(f"bench: model={cfg.model._target_.rsplit('.', 1)[-1]} ({params:,} parameters) batch_size={cfg.batch_size} device={device} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cpus) torch {torch.__version__}")
     print(f"fast path: threads={threads} channels_last={cfg.channels_last} compile={cfg.compile} amp={use_amp} "
           f"augment=[{ops}] | seed loop: threads={seed_threads} workers={workers} NCHW fp32 eager | "
@@ -447,6 +452,7 @@ def bench(argv: list[str]) -> dict:
         "startup_cpu_s": round(startup_cpu_s, 2) if startup_cpu_s is not None else None,
         "startup_runs_s": [round(t[0], 2) for t in startup],
         "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "params": params,
         "batch_size": cfg.batch_size,
         "device": str(device),
         "threads": threads,

@@ -32,7 +32,7 @@ def test_bench_runs_end_to_end_and_ends_with_json(cifar_npz):
         assert isinstance(result[key], (int, float)) and result[key] > 0, (key, result[key])
     assert result["fast_vs_compute"] == pytest.approx(result["fast_img_s"] / result["compute_img_s"], rel=1e-2)
     assert result["fast_vs_seed_loop"] == pytest.approx(result["fast_img_s"] / result["seed_loop_img_s"], rel=1e-2)
-    assert result["model"] == "SkipS8" and result["batch_size"] == 32
+    assert result["model"] == "SkipS8" and result["params"] == 47_304 and result["batch_size"] == 32
     assert 0 < result["startup_cpu_s"] and len(result["startup_runs_s"]) == 1
     assert any(line.startswith("round 1:") and "load average" in line for line in lines)
     assert any(line.startswith("(4) startup") for line in lines)
