@@ -38,9 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -181,9 +181,13 @@ class _SeedDataset(torch.utils.data.Dataset):
         from albumentations.pytorch import ToTensorV2
 
         self.split = split
+        with warnings.catch_warnings():  # "use Affine instead": the write-up used ShiftScaleRotate
+            warnings.simplefilter("ignore", UserWarning)
+            shift_scale_rotate = A.ShiftScaleRotate(shift_limit=0.05, scale_limit=0.1, rotate_limit=10,
+                                                    border_mode=0, fill=0, p=0.5)
         self.transform = A.Compose([
             A.HorizontalFlip(p=0.5),
-            A.ShiftScaleRotate(shift_limit=0.05, scale_limit=0.1, rotate_limit=10, border_mode=0, fill=0, p=0.5),
+            shift_scale_rotate,
             A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
                             fill=tuple(255.0 * m for m in mean), p=0.5),
             A.Normalize(mean=mean, std=std),
