@@ -89,3 +89,11 @@ def test_both_backends_train_a_model_a_few_steps(tiny_cfg, tmp_path):
         assert summary["state"] == "completed", summary
         row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
         assert np.isfinite(row["train_loss"]) and row["img_s"] > 0
+
+
+def test_albumentations_workers_default_to_one_per_core():
+    split = labelled_split(32)
+    cfg = OmegaConf.create({"backend": "albumentations", "ops": [{"op": "hflip", "p": 0.5}]})
+    default = AlbumentationsBatches(split, 8, "cpu", Normalize(MEAN, STD, "cpu"), cfg, MEAN)
+    assert default.loader.num_workers == cpu_workers()  # workers start only when iterated
+    assert AlbumentationsBatches(split, 8, "cpu", Normalize(MEAN, STD, "cpu"), cfg, MEAN, workers=0).loader.num_workers == 0
