@@ -56,6 +56,11 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: in
     units = steps_per_epoch * epochs if interval == "step" else epochs
     if target.endswith("OneCycleLR"):
         sched_cfg["total_steps"] = units
+        # PyTorch divides by zero when the warm-up phase ends on step 1 exactly (e.g. 4 steps, pct 0.25)
+        if abs(sched_cfg.get("pct_start", 0.3) * units - 1.0) < 1e-9:
+            raise ConfigError(f"scheduler=onecycle: pct_start={sched_cfg.get('pct_start', 0.3)} of {units} steps "
+                              "is a one-step warm-up, which OneCycleLR cannot schedule; change scheduler.pct_start, "
+                              "train on more images or epochs, or use scheduler=none")
     elif target.endswith("CosineAnnealingLR"):
         sched_cfg["T_max"] = units
     return instantiate_trusted(sched_cfg)(optimizer), interval

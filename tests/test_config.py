@@ -79,3 +79,12 @@ def test_experiment_presets_compose_and_count(name):
 def test_searches_compose(name):
     cfg = compose_cfg([f"hparams_search={name}"])
     assert cfg.model is not None
+
+
+def test_onecycle_one_step_warmup_is_a_clear_error():
+    from cifar_sweeps.errors import ConfigError
+
+    cfg = compose_cfg(["scheduler=onecycle", "scheduler.pct_start=0.25", "model=airnet"])
+    opt = build_optimizer(cfg, build_model(cfg))
+    with pytest.raises(ConfigError, match="scheduler=onecycle.*pct_start=0.25"):
+        build_scheduler(cfg, opt, steps_per_epoch=4, epochs=1)
