@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> float:
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_batches), cfg.epochs)
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     logger = instantiate_trusted(cfg.logger)
     logger.start(config, run_dir, {"params": params})
     log.info("model %s: %s parameters | %d train / %d val / %d test images | device %s | run dir %s",

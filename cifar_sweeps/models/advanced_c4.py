@@ -18,8 +18,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .layers import ConvUnit, NormFactory, check_width, conv3x3, default_norm
+from .layers import ConvUnit, NormFactory, check_dilation, check_width, conv3x3, default_norm
 
 
 def separable_pair(cin: int, cout: int, pointwise_padding: int = 1) -> nn.Sequential:
@@ -49,8 +48,7 @@ class AdvancedC4(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
-        if dilation < 1:
-            raise ConfigError(f"model.dilation must be >= 1, got {dilation}")
+        check_dilation(dilation)
         check_width(width)
         w, w2, wh = width, 2 * width, max(1, width // 2)
 

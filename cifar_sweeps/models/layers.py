@@ -106,3 +106,9 @@ def check_width(width: int) -> int:
     if not (isinstance(width, int) and width >= 1):
         raise ConfigError(f"model.width must be a positive integer, got {width!r}")
     return width
+
+
+def check_dilation(dilation: int) -> int:
+    if dilation < 1:
+        raise ConfigError(f"model.dilation must be >= 1, got {dilation}")
+    return dilation

@@ -14,8 +14,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .layers import ConvUnit, NormFactory, conv1x1, conv3x3, default_norm, scaled
+from .layers import ConvUnit, NormFactory, check_dilation, conv1x1, conv3x3, default_norm, scaled
 
 BASE_WIDTH = 32
 
@@ -44,8 +43,7 @@ class S8Net(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
-        if dilation < 1:
-            raise ConfigError(f"model.dilation must be >= 1, got {dilation}")
+        check_dilation(dilation)
         w, w2 = width, 2 * width
         c4, c5, c7 = (scaled(c, width, BASE_WIDTH) for c in (62, 72, 84))
 
