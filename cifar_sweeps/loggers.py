@@ -303,17 +303,17 @@ class WandbLogger(NullLogger):
         self.run.log(media)
 
     def _predict(self, model, test_batches):
-        """Labels and predictions on the test set, in order, with the same flip-TTA as train()'s evaluation."""
+        """Labels and predictions on the test set, in order, with the same TTA as train()'s evaluation."""
         import torch
 
-        tta = bool(self._config.get("tta_flip"))
+        from .train import tta_logits
+
         model.eval()
         preds, labels = [], []
         with torch.inference_mode():
             for x, y in test_batches:
-                logits = model(x).float()
-                if tta:
-                    logits = 0.5 * (logits + model(x.flip(3)).float())
+                logits = tta_logits(model, x, bool(self._config.get("tta_flip")),
+                                    bool(self._config.get("tta_translate")))
                 preds.append(logits.argmax(1).cpu())
                 labels.append(y.cpu())
         return torch.cat(labels).numpy(), torch.cat(preds).numpy()

@@ -1,0 +1,64 @@
+"""The best trials of an Optuna study as Hydra overrides, to train a search's winner for real.
+
+A search's trials are selected on the validation split; the final run trains the winner on all 50k
+images and reports test accuracy. Works on a study that is still running or was stopped early
+(Hydra's optimization_results.yaml is only written when a sweep finishes).
+
+    python -m cifar_sweeps.best airnet_full_50k                  # overrides of the best trial
+    python -m cifar_sweeps.best airnet_full_50k --top 5          # the top 5, best first, with values
+    python -m cifar_sweeps.train hparams_search=airnet_full_50k $(python -m cifar_sweeps.best airnet_full_50k) \\
+        data.val_size=0 objective=test_acc seed=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import optuna
+
+DEFAULT_STORAGE = "sqlite:///multirun/optuna.db"
+
+
+def ranked_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials of a single-objective study, best first."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise SystemExit(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
+    if len(study.directions) != 1:
+        raise SystemExit(f"study {study_name!r} has {len(study.directions)} objectives; a single best trial is "
+                         "not defined (read its Pareto front with python -m cifar_sweeps.report)")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    if not done:
+        raise SystemExit(f"study {study_name!r} has no completed trial yet")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.value, reverse=maximize)
+
+
+def as_overrides(params: dict) -> str:
+    """Hydra command-line overrides for a trial's params (group choices and keys alike)."""
+    return " ".join(f"{key}={value!r}" if isinstance(value, str) and " " in value else f"{key}={value}"
+                    for key, value in sorted(params.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="study name (hydra.sweeper.study_name of the search)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--top", type=int, default=1, help="print the N best trials with their values")
+    args = parser.parse_args(argv)
+    trials = ranked_trials(args.storage, args.study)
+    if args.top == 1:
+        best = trials[0]
+        print(f"trial {best.number}: value {best.value:.4f} of {len(trials)} completed", file=sys.stderr)
+        print(as_overrides(best.params))
+        return
+    for t in trials[:args.top]:
+        print(f"trial {t.number}\tvalue {t.value:.4f}\tparams {t.user_attrs.get('params', '?')}\t"
+              f"{as_overrides(t.params)}")
+
+
+if __name__ == "__main__":
+    main()
