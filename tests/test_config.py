@@ -8,7 +8,9 @@ import torch
 from cifar_sweeps.augment import build_albumentations, build_tensor_pipeline
 from cifar_sweeps.build import build_model, build_optimizer, build_scheduler, count_params, instantiate_trusted
 
-from conftest import CONF_DIR, compose_cfg
+from cifar_sweeps.best import as_overrides, ranked_trials
+from conftest import CONF_DIR, ROOT, compose_cfg
+from omegaconf import OmegaConf
 
 
 def options(group: str) -> list[str]:
@@ -75,10 +77,27 @@ def test_experiment_presets_compose_and_count(name):
     assert count_params(cfg) > 0
 
 
-@pytest.mark.parametrize("name", options("hparams_search"))
+# names starting with "_" are building blocks, composed by the searches that include them
+@pytest.mark.parametrize("name", [n for n in options("hparams_search") if not n.startswith("_")])
 def test_searches_compose(name):
     cfg = compose_cfg([f"hparams_search={name}"])
     assert cfg.model is not None
+
+
+@pytest.mark.parametrize("budget", ["50k", "100k", "200k"])
+def test_best_presets_are_the_stored_search_winners(budget):
+    # results/airnet_full_h100 holds the studies that chose the presets: each preset must be exactly the
+    # winning trial trained on all images (what `python -m cifar_sweeps.best` prints), so its figure is reproducible
+    storage = f"sqlite:///{ROOT / 'results' / 'airnet_full_h100' / f'search_{budget}' / 'optuna.db'}"
+    winner = ranked_trials(storage, f"airnet_full_{budget}")[0]
+    final = compose_cfg([f"hparams_search=airnet_full_{budget}", *as_overrides(winner.params).split(),
+                         "data.val_size=0", "objective=test_acc"])
+    preset = compose_cfg([f"+experiment=best_{budget}"])
+
+    def job(cfg):
+        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("search", "save_model")}
+
+    assert job(preset) == job(final)
 
 
 def test_onecycle_one_step_warmup_is_a_clear_error():

@@ -125,3 +125,38 @@ def test_nan_loss_trial_is_marked_failed_and_the_sweep_finishes(tmp_path, cifar_
     summary = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
     assert summary["state"] == "failed"
     assert "No completed trial within budget" in proc.stdout + proc.stderr
+
+
+def test_full_fidelity_search_then_best_trains_the_winner(tmp_path, cifar_npz):
+    # the workflow behind +experiment=best_*: search (two trials side by side), read the winner back from
+    # the study, train it on all training images with test accuracy as the objective
+    sweep(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2", "epochs=1",
+          search="airnet_full_50k", npz=cifar_npz)
+    study = load(tmp_path, "airnet_full_50k")
+    winner = max(study.trials, key=lambda t: t.value)
+    assert {"model.depth", "model.stage_multipliers.1", "optimizer.lr", "loss.label_smoothing"} <= winner.params.keys()
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    best = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "airnet_full_50k", "--storage", storage],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    overrides = best.stdout.split()
+    assert dict(o.split("=", 1) for o in overrides) == {k: str(v) for k, v in winner.params.items()}
+    assert f"trial {winner.number}" in best.stderr
+
+    out = tmp_path / "final"
+    subprocess.run([sys.executable, "-m", "cifar_sweeps.train", "hparams_search=airnet_full_50k", *overrides,
+                    *TINY_TRIAL, "data.val_size=0", "objective=test_acc", f"data.npz={cifar_npz}",
+                    f"output_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["optimizer"]["lr"] == winner.params["optimizer.lr"]
+    assert config["model"]["stage_multipliers"][1] == winner.params["model.stage_multipliers.1"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "completed" and summary["params"] <= 50_000 and summary["best_val_acc"] is None
+
+
+def test_best_names_the_studies_there_when_the_study_is_missing(tmp_path, cifar_npz):
+    sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=1", npz=cifar_npz)
+    proc = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "nope", "--storage",
+                           f"sqlite:///{tmp_path / 'study.db'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no study 'nope'" in proc.stderr and "budget_50k" in proc.stderr

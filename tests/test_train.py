@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.train import train
@@ -100,3 +101,19 @@ def test_diverging_run_fails_with_reason(tiny_cfg, tmp_path):
                        "model.width=8"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["state"] == "failed" and "TrainingDiverged" in summary["error"]
+
+
+def test_translate_tta_averages_flips_and_one_pixel_shifts():
+    from cifar_sweeps.train import tta_logits
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
+    flip_avg = [0.5 * (model(v) + model(v.flip(3))) for v in views]
+    expected = 0.5 * flip_avg[0] + 0.25 * (flip_avg[1] + flip_avg[2])
+    torch.testing.assert_close(tta_logits(model, x, flip=True, translate=True), expected)
+    torch.testing.assert_close(tta_logits(model, x, flip=True), flip_avg[0])
+    assert not torch.allclose(tta_logits(model, x, flip=True, translate=True), flip_avg[0])
