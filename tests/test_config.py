@@ -87,11 +87,12 @@ def test_searches_compose(name):
 @pytest.mark.parametrize("budget", ["50k", "100k", "200k"])
 def test_best_presets_are_the_stored_search_winners(budget):
     # results/airnet_full_h100 holds the studies that chose the presets: each preset must be exactly the
-    # winning trial trained on all images (what `python -m cifar_sweeps.best` prints), so its figure is reproducible
+    # winning trial (what `python -m cifar_sweeps.best` prints) trained on all images, with the TTA chosen
+    # on validation afterwards (tta_choice/), so its figure is reproducible
     storage = f"sqlite:///{ROOT / 'results' / 'airnet_full_h100' / f'search_{budget}' / 'optuna.db'}"
     winner = ranked_trials(storage, f"airnet_full_{budget}")[0]
     final = compose_cfg([f"hparams_search=airnet_full_{budget}", *as_overrides(winner.params).split(),
-                         "data.val_size=0", "objective=test_acc"])
+                         "data.val_size=0", "objective=test_acc", "tta_translate=true"])
     preset = compose_cfg([f"+experiment=best_{budget}"])
 
     def job(cfg):
