@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .augment import check_augment
@@ -75,6 +76,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
     if cfg.grad_clip_value is not None and not cfg.grad_clip_value > 0:
         raise ConfigError(f"grad_clip_value={cfg.grad_clip_value} must be positive or null")
+    ema_decay = cfg.get("ema_decay")
+    if ema_decay is not None and not (isinstance(ema_decay, float) and 0.0 < ema_decay < 1.0):
+        raise ConfigError(f"ema_decay={ema_decay} must be a number in (0, 1), e.g. 0.99, or null for no weight EMA")
     check_sizes(cfg.data)
     check_augment(cfg.augment)
     resolve_device(cfg.device)
@@ -197,6 +201,12 @@ def train(cfg: DictConfig) -> float:
         model.init_from_data(train_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
     optimizer = build_optimizer(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_batches), cfg.epochs)
+    # weight EMA (parameters and BN statistics, torch's AveragedModel): evaluated and saved in place
+    # of the raw weights, which keep training
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.get("ema_decay") else None)
+    final_model = ema.module if ema is not None else model  # the weights that are scored and saved
+    scored = ema.module if ema is not None else forward
 
     config = OmegaConf.to_container(cfg, resolve=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
@@ -221,6 +231,8 @@ def train(cfg: DictConfig) -> float:
                 bar = tqdm(train_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
                 for x, y in bar:
                     loss, logits = train_step(model, forward, optimizer, x, y, cfg, use_amp)
+                    if ema is not None:
+                        ema.update_parameters(model)
                     if scheduler is not None and interval == "step":
                         scheduler.step()
                     # accumulate on the device: no host sync per batch
@@ -236,7 +248,7 @@ def train(cfg: DictConfig) -> float:
                 train_s = time.perf_counter() - te
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / seen, "lr": lr}
                 if val_batches is not None:
-                    val = evaluate(forward, val_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
+                    val = evaluate(scored, val_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
                     row.update(val_loss=val["loss"], val_acc=val["acc"])
                     if val["acc"] > best_val:
                         best_val, best_epoch = val["acc"], epoch
@@ -250,7 +262,7 @@ def train(cfg: DictConfig) -> float:
                          f"  val {100 * row['val_acc']:.2f}%" if "val_acc" in row else "", lr, row["epoch_s"],
                          row["img_s"])
 
-        test = evaluate(forward, test_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
+        test = evaluate(scored, test_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
         confusion = test["confusion"]
         per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
         summary = {
@@ -275,8 +287,8 @@ def train(cfg: DictConfig) -> float:
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.save_model:
-            torch.save(model.state_dict(), run_dir / "model.pt")
-        logger.log_summary(summary, {"model": model, "test_batches": test_batches, "history": history})
+            torch.save(final_model.state_dict(), run_dir / "model.pt")
+        logger.log_summary(summary, {"model": final_model, "test_batches": test_batches, "history": history})
         log.info("test accuracy %.2f%% | best val %s | %s params | %.0fs", 100 * test["acc"],
                  f"{100 * best_val:.2f}% (epoch {best_epoch})" if val_batches is not None else "n/a",
                  f"{params:,}", summary["wall_s"])

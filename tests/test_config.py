@@ -88,17 +88,28 @@ def test_searches_compose(name):
 def test_best_presets_are_the_stored_search_winners(budget):
     # results/airnet_full_h100 holds the studies that chose the presets: each preset must be exactly the
     # winning trial (what `python -m cifar_sweeps.best` prints) trained on all images, with the TTA chosen
-    # on validation afterwards (tta_choice/), so its figure is reproducible
+    # on validation afterwards (tta_choice/) and, at 50k, the late max-pool chosen on validation after
+    # that (README "Results"), so its figure is reproducible
     storage = f"sqlite:///{ROOT / 'results' / 'airnet_full_h100' / f'search_{budget}' / 'optuna.db'}"
     winner = ranked_trials(storage, f"airnet_full_{budget}")[0]
+    chosen_after_search = ["tta_translate=true"] + (["model.pool=late"] if budget == "50k" else [])
     final = compose_cfg([f"hparams_search=airnet_full_{budget}", *as_overrides(winner.params).split(),
-                         "data.val_size=0", "objective=test_acc", "tta_translate=true"])
+                         "data.val_size=0", "objective=test_acc", *chosen_after_search])
     preset = compose_cfg([f"+experiment=best_{budget}"])
 
     def job(cfg):
         return {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("search", "save_model")}
 
     assert job(preset) == job(final)
+
+
+def test_cpu_speedrun_is_best_50k_with_the_faster_early_pool():
+    # the speedrun inherits best_50k's recipe but not its late pool (~1.9x the time per epoch here):
+    # a change to best_50k must not silently slow down the 10-minute run
+    speedrun, best = compose_cfg(["+experiment=cpu_speedrun"]), compose_cfg(["+experiment=best_50k"])
+    assert (speedrun.model.pool, best.model.pool) == ("early", "late")
+    assert speedrun.optimizer == best.optimizer and speedrun.augment == best.augment
+    assert count_params(speedrun) == count_params(best) == 48_660
 
 
 def test_onecycle_one_step_warmup_is_a_clear_error():

@@ -53,6 +53,23 @@ def test_same_seed_same_numbers(tiny_cfg, tmp_path):
     assert row_a["train_loss"] == row_b["train_loss"] and row_a["val_loss"] == row_b["val_loss"]
 
 
+def test_weight_ema_changes_what_is_scored_not_how_it_trains(tiny_cfg, tmp_path):
+    runs = {}
+    for name, decay in (("raw", "null"), ("ema", "0.9")):
+        train(tiny_cfg(*FAST, "data.train_subset=600", f"ema_decay={decay}", "save_model=true",
+                       f"output_dir={tmp_path / name}"))
+        runs[name] = (read_metrics(tmp_path / name)[0], torch.load(tmp_path / name / "model.pt", weights_only=True))
+    (raw_row, raw_weights), (ema_row, ema_weights) = runs["raw"], runs["ema"]
+    # the optimiser's trajectory is untouched: the same training loss, step for step
+    assert raw_row["train_loss"] == ema_row["train_loss"]
+    # what is evaluated and saved is the average, so it differs from the raw weights
+    assert raw_row["val_loss"] != ema_row["val_loss"]
+    assert raw_weights.keys() == ema_weights.keys()  # loadable by build_model like any run's weights
+    changed = [k for k in raw_weights if raw_weights[k].is_floating_point()
+               and not torch.equal(raw_weights[k], ema_weights[k])]
+    assert any("running_mean" in k for k in changed) and any(k.endswith("weight") for k in changed)
+
+
 def test_objective_selects_the_returned_metric(tiny_cfg, tmp_path):
     cfg = tiny_cfg(*FAST, "data.train_subset=600", "data.val_size=0", "objective=test_acc")
     result = train(cfg)
@@ -71,6 +88,7 @@ def test_objective_selects_the_returned_metric(tiny_cfg, tmp_path):
     ("augment.backend=opencv", "augment.backend"),
     ("objective=loss", "objective"),
     ("device=tpu", "device"),
+    ("ema_decay=1.0", "ema_decay"),
 ])
 def test_bad_values_are_named(tiny_cfg, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -12,18 +12,31 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .layers import NormFactory, default_norm
 
 
-class AirStage(nn.Module):
-    """conv3x3 -> maxpool(2) -> norm -> GELU, then (depth-1) x [conv3x3 -> norm -> GELU]."""
+POOL_POSITIONS = ("early", "late")
 
-    def __init__(self, cin: int, cout: int, norm: NormFactory, depth: int = 2, dropout: float = 0.0):
+
+class AirStage(nn.Module):
+    """depth x [conv3x3 -> norm -> GELU] with a 2x2 max-pool after the first conv (pool="early", airbench's
+    order: the other convs run at the lower resolution) or after the last block (pool="late", VGG's order:
+    the same parameters do 4x the work in the convs after the first, for more accuracy per parameter)."""
+
+    def __init__(self, cin: int, cout: int, norm: NormFactory, depth: int = 2, dropout: float = 0.0,
+                 pool: str = "early"):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                                   norm(cout), nn.GELU()]
+        if pool not in POOL_POSITIONS:
+            raise ConfigError(f"model.pool={pool!r} must be one of {list(POOL_POSITIONS)}")
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+        if pool == "early":
+            layers.append(nn.MaxPool2d(2))
+        layers += [norm(cout), nn.GELU()]
         for _ in range(depth - 1):
             layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), norm(cout), nn.GELU()]
+        if pool == "late":
+            layers.append(nn.MaxPool2d(2))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)
@@ -40,6 +53,7 @@ class AirNet(nn.Module):
         depth: int = 2,
         whiten_width: int = 12,
         dropout: float = 0.0,
+        pool: str = "early",
         norm: NormFactory = default_norm,
         num_classes: int = 10,
     ):
@@ -51,7 +65,7 @@ class AirNet(nn.Module):
         widths = [width * m for m in stage_multipliers]
         stages, cin = [], 2 * whiten_width
         for cout in widths:
-            stages.append(AirStage(cin, cout, norm, depth, dropout))
+            stages.append(AirStage(cin, cout, norm, depth, dropout, pool))
             cin = cout
         self.act = nn.GELU()
         self.stages = nn.Sequential(*stages)
