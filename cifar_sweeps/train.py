@@ -206,7 +206,7 @@ def train(cfg: DictConfig) -> float:
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.get("ema_decay") else None)
     final_model = ema.module if ema is not None else model  # the weights that are scored and saved
-    scored = ema.module if ema is not None else forward
+    scored = final_model if ema is not None else forward  # forward: the same weights, compiled if asked
 
     config = OmegaConf.to_container(cfg, resolve=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))

@@ -93,23 +93,22 @@ def test_searchable_knobs_change_the_architecture():
         out = model.block3(model.shrink2(model.block2(model.shrink1(model.block1(model.inp(torch.zeros(1, 3, 32, 32)))))))
         assert out.shape[-1] == size
     # airnet: a late pool keeps the parameters and runs the stage's second conv at 2x the resolution
-    early, late = (build_model(compose_cfg(["model=airnet", f"model.pool={pool}"])) for pool in ("early", "late"))
-    assert sum(p.numel() for p in early.parameters()) == sum(p.numel() for p in late.parameters())
-    x = early.act(early.whiten(torch.zeros(1, 3, 32, 32)))
-    second_conv = {name: [m for m in model.stages[0].body if isinstance(m, nn.Conv2d)][1]
-                   for name, model in (("early", early), ("late", late))}
+    nets = {pool: build_model(compose_cfg(["model=airnet", f"model.pool={pool}"])) for pool in ("early", "late")}
+    assert sum(p.numel() for p in nets["early"].parameters()) == sum(p.numel() for p in nets["late"].parameters())
+    x = nets["early"].act(nets["early"].whiten(torch.zeros(1, 3, 32, 32)))
     sizes = {}
-    for name, conv in second_conv.items():
-        conv.register_forward_hook(lambda m, i, o, name=name: sizes.update({name: o.shape[-1]}))
-        (early if name == "early" else late).stages[0](x)
+    for pool, net in nets.items():
+        second_conv = [m for m in net.stages[0].body if isinstance(m, nn.Conv2d)][1]
+        second_conv.register_forward_hook(lambda m, i, o, pool=pool: sizes.update({pool: o.shape[-1]}))
+        net.stages[0](x)
     assert sizes == {"early": 15, "late": 31}
 
 
 @pytest.mark.parametrize("override", ["model.width=0", "model.depths=[1,2]", "model.blocks=[2,2]",
                                       "model.order=[conv,act]", "model.dilation=0", "model.pool=middle"])
 def test_bad_knobs_raise_config_error(override):
-    name = {"depths": "skip_s8", "blocks": "resnet18", "dilation": "s8_net", "pool": "airnet"}.get(override.split(".")[1].split("=")[0],
-                                                                                  "advanced_c4")
+    model_with_knob = {"depths": "skip_s8", "blocks": "resnet18", "dilation": "s8_net", "pool": "airnet"}
+    name = model_with_knob.get(override.split(".")[1].split("=")[0], "advanced_c4")
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         count_params(compose_cfg([f"model={name}", override]))
 
