@@ -1,7 +1,10 @@
 """Training augmentations, described once in YAML and run by one of two backends.
 
-An augment config is `backend` + a list of `ops`, each `{op: NAME, ...params}`. The op vocabulary
-follows albumentations' parameter names, so the same YAML means the same thing on both backends:
+An augment config is `backend` + `ops`, a mapping from op name to its settings, applied in the order
+written, e.g. `{crop: {pad: 4, fill: 0}, hflip: {p: 0.5}, cutout: {size: 8, fill: mean, p: 0.5}}`.
+Keyed by name so that a search addresses `augment.ops.cutout.p`, never a list position that a
+reordered list would silently change. The op vocabulary follows albumentations' parameter names, so
+the same YAML means the same thing on both backends:
 
 | op                 | params                                                     | tensor | albumentations |
 |--------------------|------------------------------------------------------------|--------|----------------|
@@ -38,6 +41,7 @@ fast path / compute = 0.91-0.96.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Callable, Sequence
 
 import torch
@@ -78,17 +82,22 @@ def check_augment(aug_cfg) -> None:
     """Validate an augment config up front; errors name the offending key."""
     if aug_cfg.backend not in BACKENDS:
         raise ConfigError(f"augment.backend must be one of {list(BACKENDS)}, got {aug_cfg.backend!r}")
+    if not isinstance(aug_cfg.ops, Mapping):
+        raise ConfigError("augment.ops must be a mapping from op name to its settings, e.g. "
+                          "{crop: {pad: 4}, hflip: {p: 0.5}}; a list of ops (searched as augment.ops.0.pad) "
+                          "is not supported, address an op by name: augment.ops.crop.pad")
     allowed = TENSOR_OPS if aug_cfg.backend == "tensor" else ALBUMENTATIONS_OPS
-    for i, spec in enumerate(aug_cfg.ops):
-        name = spec.get("op")
+    for name, spec in aug_cfg.ops.items():
         if name not in ALBUMENTATIONS_OPS:
-            raise ConfigError(f"augment.ops[{i}].op={name!r} is unknown; choose from {list(ALBUMENTATIONS_OPS)}")
+            raise ConfigError(f"augment.ops.{name} is unknown; choose from {list(ALBUMENTATIONS_OPS)}")
         if name not in allowed:
-            raise ConfigError(f"augment.ops[{i}].op={name} has no batched tensor implementation; "
+            raise ConfigError(f"augment.ops.{name} has no batched tensor implementation; "
                               "use augment.backend=albumentations")
-        p = spec.get("p", 1.0)
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"augment.ops[{i}].p={p} must be in [0, 1]")
+        if spec is not None and not isinstance(spec, Mapping):
+            raise ConfigError(f"augment.ops.{name}={spec!r} must be a mapping of its settings, e.g. {{p: 0.5}}")
+        p = (spec or {}).get("p", 1.0)
+        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+            raise ConfigError(f"augment.ops.{name}.p={p!r} must be a number in [0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,11 +162,11 @@ def build_tensor_pipeline(aug_cfg, mean: Sequence[float]) -> Callable[[Tensor, t
     """Compose the config's ops into one function on uint8 NHWC batches."""
     check_augment(aug_cfg)
     steps: list[BatchOp] = []
-    for spec in aug_cfg.ops:
-        kw = {k: v for k, v in spec.items() if k != "op"}
+    for op, spec in aug_cfg.ops.items():
+        kw = dict(spec or {})
         if "fill" in kw:
             kw["fill"] = resolve_fill(kw["fill"], mean)
-        fn = {"crop": batch_crop, "hflip": batch_hflip, "cutout": batch_cutout}[spec["op"]]
+        fn = {"crop": batch_crop, "hflip": batch_hflip, "cutout": batch_cutout}[op]
         steps.append(lambda x, gen, fn=fn, kw=kw: fn(x, gen, **kw))
 
     def pipeline(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -177,9 +186,8 @@ def build_albumentations(aug_cfg, mean: Sequence[float], seed: int | None = None
 
     check_augment(aug_cfg)
     transforms = []
-    for spec in aug_cfg.ops:
-        kw = {k: v for k, v in spec.items() if k != "op"}
-        op = spec["op"]
+    for op, spec in aug_cfg.ops.items():
+        kw = dict(spec or {})
         if "fill" in kw:
             kw["fill"] = resolve_fill(kw["fill"], mean)
         if op == "crop":

@@ -39,19 +39,19 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from .build import build_model, build_optimizer, count_params
+from .config import compose_train_config as compose_cfg
 from .data import load_cifar10
+from .engine import build_run, resolve_threads, train_step
 from .errors import ConfigError
 from .loaders import TensorBatches, cpu_workers
-from .train import make_batches, resolve_device, seed_everything, train_step, validate
+from .train import size_model
+from .validation import validate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # read before anything changes it
 
 # Run in a fresh interpreter: the real CLI (`python -m cifar_sweeps.train ...`), stopped right after
@@ -71,35 +71,26 @@ runpy.run_module("cifar_sweeps.train", run_name="__main__", alter_sys=True)
 """
 
 
-# The same start-up, stage by stage in a fresh interpreter, CPU seconds per stage (what to optimise).
+# The same start-up, stage by stage in a fresh interpreter, CPU seconds per stage (what to optimise),
+# through the same functions train() calls.
 _BREAKDOWN = """
 import sys, time
 marks = [("interpreter start", time.process_time())]
 def mark(name):
     marks.append((name, time.process_time()))
 import torch; mark("import torch")
-from cifar_sweeps import train as tr
-from cifar_sweeps.bench import compose_cfg; mark("import hydra, omegaconf, cifar_sweeps")
-cfg = compose_cfg(sys.argv[1:]); mark("compose the config")
-tr.validate(cfg); tr.count_params(cfg); mark("validate, count parameters (meta device)")
-data = tr.load_cifar10(cfg.data, cfg.seed); mark("load CIFAR-10 npz, split")
-device = tr.resolve_device(cfg.device)
-if cfg.threads:
-    torch.set_num_threads(cfg.threads)
-model = tr.build_model(cfg).to(device); tr.receptive_field(model)
-if cfg.channels_last:
-    model = model.to(memory_format=torch.channels_last)
-batches, _, _ = tr.make_batches(cfg, data, device); mark("build model, receptive field, batches")
-optimizer = tr.build_optimizer(cfg, model); mark("build optimizer (torch imports torch._dynamo here)")
-x, y = next(iter(batches)); tr.train_step(model, model, optimizer, x, y, cfg, False); mark("first training step")
+from cifar_sweeps import engine, train, validation, data as cifar_data
+from cifar_sweeps.config import compose_train_config; mark("import hydra, omegaconf, cifar_sweeps")
+cfg = compose_train_config(sys.argv[1:]); mark("compose the config")
+validation.validate(cfg); train.size_model(cfg); mark("validate, count parameters (meta device)")
+data = cifar_data.load_cifar10(cfg.data, cfg.seed); mark("load CIFAR-10 npz, split")
+run = engine.build_run(cfg, data); mark("build model, receptive field, batches, optimizer")
+x, y = next(iter(run.train_batches))
+engine.train_step(run.model, run.forward, run.optimizer, x, y, cfg, run.use_amp); mark("first training step")
 for (_, a), (name, b) in zip(marks, marks[1:]):
     print(f"  {name:52s} {b - a:6.2f} s CPU")
 print(f"  {'total':52s} {marks[-1][1]:6.2f} s CPU")
 """
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose(config_name="train", overrides=overrides)
 
 
 def sync(device: torch.device) -> None:
@@ -213,9 +204,9 @@ class _ToDevice:
 class _RandomBatches:
     """The same normalised random batch forever: no data cost at all."""
 
-    def __init__(self, cfg, device):
+    def __init__(self, cfg, device, channels_last: bool):
         self.x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
-        if cfg.channels_last:
+        if channels_last:
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, 10, (cfg.batch_size,), device=device)
 
@@ -286,7 +277,7 @@ def compare_choices(cfg: DictConfig, data, device: torch.device, seconds: float,
     from .augment import batch_crop, batch_cutout, batch_hflip, resolve_fill
     from .loaders import Normalize
 
-    torch.set_num_threads(cfg.threads or TORCH_DEFAULT_THREADS)
+    torch.set_num_threads(resolve_threads(cfg.threads))
     mean, std = list(cfg.data.mean), list(cfg.data.std)
     images = torch.from_numpy(data.train.x).to(device)
     normalize = Normalize(mean, std, device, channels_last=True)
@@ -361,27 +352,15 @@ def bench(argv: list[str]) -> dict:
         return {}
     cfg = compose_cfg(overrides)
     validate(cfg)
-    if cfg.budget.get("fit_width"):  # as train() does: the model timed is the one a trial would train
-        from .budget import fit_width_to_budget
-
-        fit_width_to_budget(cfg)
+    size_model(cfg)  # as train() does: the model timed is the one a trial would train (fit_width)
     if cfg.augment.backend != "tensor":
         raise ConfigError(f"augment.backend={cfg.augment.backend}: the bench times the fast path, which is the "
                           "tensor backend; pick an augment config with backend: tensor (e.g. augment=flip_crop)")
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    threads = cfg.threads or TORCH_DEFAULT_THREADS
+    threads = resolve_threads(cfg.threads)
     seed_threads = args.seed_threads or TORCH_DEFAULT_THREADS
-    torch.set_num_threads(threads)
-    use_amp = cfg.amp and device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
     data = load_cifar10(cfg.data, cfg.seed)
-    model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
+    run = build_run(cfg, data)  # the fast path exactly as train() builds it
+    device, model, forward, use_amp = run.device, run.model, run.forward, run.use_amp
     if args.choices:
         print(f"choices: model={cfg.model._target_.rsplit('.', 1)[-1]} batch_size={cfg.batch_size} device={device}, "
               f"medians of {args.rounds} alternating windows of {args.seconds:g} s")
@@ -392,14 +371,12 @@ def bench(argv: list[str]) -> dict:
         results["load_average"] = [round(v, 2) for v in os.getloadavg()]
         print(json.dumps(results))
         return results
-    fast_batches, _, _ = make_batches(cfg, data, device)
+    fast_batches = run.train_batches
     assert isinstance(fast_batches, TensorBatches)
-    if hasattr(model, "init_from_data"):
-        model.init_from_data(fast_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
     # (1) and (2) train the same model object, as they would in one run
-    compute = Phase("compute", model, forward, build_optimizer(cfg, model), _RandomBatches(cfg, device), cfg,
+    compute = Phase("compute", model, forward, build_optimizer(cfg, model), _RandomBatches(cfg, device, run.channels_last), cfg,
                     use_amp, threads)
-    fast = Phase("fast", model, forward, build_optimizer(cfg, model), fast_batches, cfg, use_amp, threads)
+    fast = Phase("fast", model, forward, run.optimizer, fast_batches, cfg, use_amp, threads)
 
     seed_model = build_model(cfg).to(device)  # NCHW float32, eager
     if hasattr(seed_model, "init_from_data"):
@@ -411,11 +388,11 @@ def bench(argv: list[str]) -> dict:
     seed = Phase("seed loop", seed_model, seed_model, build_optimizer(cfg, seed_model), _ToDevice(loader, device),
                  cfg, use_amp=False, threads=seed_threads, fresh_each_round=True)
 
-    ops = ", ".join(f"{o['op']}" for o in cfg.augment.ops) or "none"
+    ops = ", ".join(cfg.augment.ops) or "none"
     params = count_params(cfg)
     print(f"bench: model={cfg.model._target_.rsplit('.', 1)[-1]} ({params:,} parameters) batch_size={cfg.batch_size} device={device} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cpus) torch {torch.__version__}")
-    print(f"fast path: threads={threads} channels_last={cfg.channels_last} compile={cfg.compile} amp={use_amp} "
+    print(f"fast path: threads={threads} channels_last={run.channels_last} compile={cfg.compile} amp={use_amp} "
           f"augment=[{ops}] | seed loop: threads={seed_threads} workers={workers} NCHW fp32 eager | "
           f"{len(data.train)} training images")
     # (1) and (2) alternate chunk by chunk (one step per chunk on CPU; on CUDA a few, to keep the queue

@@ -14,14 +14,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import optuna
 
 DEFAULT_STORAGE = "sqlite:///multirun/optuna.db"
+# studies searched before augmentation ops were keyed by name (results/airnet_full_h100) name them
+# by list position: 0 was crop, 2 was cutout
+LEGACY_KEYS = {"augment.ops.0.": "augment.ops.crop.", "augment.ops.2.": "augment.ops.cutout."}
+
+
+def check_storage_exists(storage: str) -> None:
+    """A SQLite URL must name an existing file: opening a mistyped path would create an empty database."""
+    prefix = "sqlite:///"
+    if storage.startswith(prefix) and not Path(storage[len(prefix):]).is_file():
+        raise SystemExit(f"error: no Optuna database at {storage[len(prefix):]!r} (from --storage {storage}); a sweep "
+                         "writes it (python -m cifar_sweeps.train --multirun hparams_search=NAME); pass "
+                         "--storage sqlite:///PATH/optuna.db for another one")
 
 
 def ranked_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
     """Completed trials of a single-objective study, best first."""
+    check_storage_exists(storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -39,7 +53,10 @@ def ranked_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTria
 
 def as_overrides(params: dict) -> str:
     """Hydra command-line overrides for a trial's params (group choices and keys alike)."""
-    return " ".join(f"{key}={value!r}" if isinstance(value, str) and " " in value else f"{key}={value}"
+    def current(key: str) -> str:
+        return next((key.replace(old, new, 1) for old, new in LEGACY_KEYS.items() if key.startswith(old)), key)
+
+    return " ".join(f"{current(key)}={value!r}" if isinstance(value, str) and " " in value else f"{current(key)}={value}"
                     for key, value in sorted(params.items()))
 
 

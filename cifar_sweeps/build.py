@@ -11,7 +11,7 @@ from torch import nn
 from .errors import ConfigError
 
 # Packages whose callables configs may name in `_target_` (Hydra 1.4's execution whitelist).
-TRUSTED_TARGETS = ["cifar_sweeps.*", "torch.optim.*", "torch.nn.*"]
+TRUSTED_TARGETS = ["cifar_sweeps.*", "torch.optim.*", "torch.nn.*", "optuna.pruners.*"]
 
 
 def instantiate_trusted(config, *args, **kwargs):
@@ -56,11 +56,10 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: in
     units = steps_per_epoch * epochs if interval == "step" else epochs
     if target.endswith("OneCycleLR"):
         sched_cfg["total_steps"] = units
-        # PyTorch divides by zero when the warm-up phase ends on step 1 exactly (e.g. 4 steps, pct 0.25)
+        # OneCycleLR divides by zero when its warm-up is exactly one step (e.g. 4 steps, pct 0.25): a
+        # smoke run with few steps gets a warm-up of 1.5 steps instead (half a step, for a 1-step run)
         if abs(sched_cfg.get("pct_start", 0.3) * units - 1.0) < 1e-9:
-            raise ConfigError(f"scheduler=onecycle: pct_start={sched_cfg.get('pct_start', 0.3)} of {units} steps "
-                              "is a one-step warm-up, which OneCycleLR cannot schedule; change scheduler.pct_start, "
-                              "train on more images or epochs, or use scheduler=none")
+            sched_cfg["pct_start"] = 1.5 / units if units >= 2 else 0.5
     elif target.endswith("CosineAnnealingLR"):
         sched_cfg["T_max"] = units
     return instantiate_trusted(sched_cfg)(optimizer), interval

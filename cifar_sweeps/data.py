@@ -54,6 +54,9 @@ def _check_arrays(arrays: dict, source: str) -> None:
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"data.npz: '{path}' is a directory; point data.npz (or CIFAR10_NPZ) at the .npz file "
+                          "itself, e.g. data.npz=/path/cifar10.npz")
     if not path.is_file():
         raise ConfigError(f"data.npz: file '{path}' does not exist. Point data.npz (or the CIFAR10_NPZ "
                           "environment variable) at a CIFAR-10 npz, or unset it to use torchvision's download.")
@@ -82,6 +85,10 @@ def fetch_torchvision(root: str | Path, download: bool) -> dict[str, np.ndarray]
     except RuntimeError as e:
         raise ConfigError(f"data.root: no CIFAR-10 under '{root}' ({e}). Set data.download=true, or point "
                           "data.npz / CIFAR10_NPZ at a local copy.") from e
+    except OSError as e:  # URLError and socket errors: no network, or the download host unreachable
+        raise ConfigError(f"could not download CIFAR-10 into '{root}' ({getattr(e, 'reason', e)}) and no local copy "
+                          "is configured: set CIFAR10_NPZ=/path/cifar10.npz (or data.npz=/path/cifar10.npz), or "
+                          "put torchvision's cifar-10-batches-py under data.root") from None
     arrays = {
         "x_train": np.asarray(train.data, dtype=np.uint8), "y_train": np.asarray(train.targets, dtype=np.int64),
         "x_test": np.asarray(test.data, dtype=np.uint8), "y_test": np.asarray(test.targets, dtype=np.int64),

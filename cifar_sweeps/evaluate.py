@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .build import build_model
 from .data import load_cifar10
+from .engine import build_run, evaluate
 from .errors import ConfigError
-from .train import evaluate, make_batches, resolve_device
 
 # (name, tta_flip, tta_translate)
 TTA_VARIANTS = (("none", False, False), ("flip", True, False), ("flip_translate", True, True))
@@ -34,18 +33,16 @@ def evaluate_run(run_dir: Path, split: str = "val", device: str = "auto") -> dic
             raise ConfigError(f"{path} not found: evaluate needs a finished run directory with config.yaml and "
                               "model.pt (runs save the model unless save_model=false)")
     cfg = OmegaConf.load(config_file)
-    dev = resolve_device(device)
+    cfg.device = device
+    cfg.augment = {"backend": "tensor", "ops": {}}  # scoring needs no training augmentation
     data = load_cifar10(cfg.data, cfg.seed)
     if split == "val" and data.val is None:
         raise ConfigError(f"{run_dir} was trained without a validation split (data.val_size=0); use --split test")
-    model = build_model(cfg)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model = model.to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    _, val_batches, test_batches = make_batches(cfg, data, dev)
-    batches = val_batches if split == "val" else test_batches
-    return {name: evaluate(model, batches, flip, tta_translate=translate)["acc"]
+    run = build_run(cfg, data)  # the same model, split and batches as the run that was trained
+    run.model.load_state_dict(torch.load(weights, map_location=run.device, weights_only=True))
+    model = run.model
+    batches = run.val_batches if split == "val" else run.test_batches
+    return {name: evaluate(model, batches, flip, translate)["acc"]
             for name, flip, translate in TTA_VARIANTS}
 
 

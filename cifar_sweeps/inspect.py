@@ -16,24 +16,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_model, count_params
+from .config import compose_train_config
 from .errors import ConfigError
 from .receptive_field import receptive_field
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def compose_train_config(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with command-line overrides, composed as `python -m cifar_sweeps.train` does."""
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose(config_name="train", overrides=overrides)
 
 
 def inspect_config(cfg: DictConfig, summary_depth: int = 3) -> tuple[dict, str]:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .names import model_option, norm_option, run_name, sweep_group_name
+from .record import RunSummary
 
 log = logging.getLogger("cifar_sweeps")
 
@@ -28,7 +30,10 @@ class NullLogger:
     def log_epoch(self, row: dict[str, Any]) -> None:
         pass
 
-    def log_summary(self, summary: dict[str, Any], artifacts: dict[str, Any]) -> None:
+    def log_resumed(self, rows: list[dict[str, Any]]) -> None:
+        """The run resumed from a checkpoint after these epochs (rows logged by an earlier process)."""
+
+    def log_summary(self, summary: RunSummary, artifacts: dict[str, Any]) -> None:
         pass
 
     def finish(self, ok: bool = True) -> None:
@@ -42,6 +47,12 @@ class CSVLogger(NullLogger):
         self.filename = filename
         self._file = None
         self._writer = None
+
+    def log_resumed(self, rows: list[dict[str, Any]]) -> None:
+        # rewritten from the checkpoint's history: rows written after the last checkpoint are dropped
+        (self.run_dir / self.filename).unlink(missing_ok=True)
+        for row in rows:
+            self.log_epoch(row)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if self._writer is None:
@@ -59,15 +70,9 @@ class CSVLogger(NullLogger):
 # train()'s epoch row keys -> W&B metric names; the slash groups them into W&B workspace sections
 WANDB_EPOCH_KEYS = {"epoch": "epoch", "train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss",
                     "val_acc": "val/acc", "lr": "lr", "epoch_s": "time/epoch_s", "img_s": "time/img_s"}
-# summary.json keys copied to the W&B run summary as they are (the rest is turned into charts/tables)
-WANDB_SUMMARY_KEYS = ("state", "params", "receptive_field", "receptive_field_with_pool", "best_val_acc", "best_epoch",
-                      "final_val_acc", "test_acc", "test_loss", "epochs", "epochs_done", "train_images", "wall_s",
-                      "model_width", "device", "seed", "reason", "max_params", "error")
+# RunSummary fields that become charts and tables instead of run-summary values
+WANDB_MEDIA_KEYS = ("test_acc_per_class", "test_confusion")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-# overrides that only say where things are, not what was trained: left out of run names
-NAME_SKIP_PREFIXES = ("data.npz", "data.root", "logger", "hydra.", "output_dir", "device", "threads", "save_model")
-
-
 def resolve_wandb_mode(mode: str) -> str:
     """auto -> $WANDB_MODE if set, else online when $WANDB_API_KEY is set, else offline (no account needed)."""
     if mode != "auto":
@@ -114,54 +119,14 @@ def _fixed_overrides() -> list[str]:
         return []
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def short_override(override: str) -> str:
-    """'optimizer.lr=0.0039266720040339615' -> 'optimizer.lr=0.003927': Optuna samples, readable in names."""
-    key, sep, value = override.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        return override
-    return f"{key}{sep}{number:.4g}" if "." in value or "e" in value.lower() else override
-
-
-def sweep_group_name(sweep_dir: str | Path, job_name: str = "train") -> str:
-    """W&B group of a sweep: '<job>/<parent dir>/<sweep dir>', e.g. 'train/2026-11-22/05-03-06'.
-    The report recomputes it from the sweep directory when trials carry no wandb.json."""
-    path = Path(sweep_dir)
-    return "/".join([job_name, path.parent.name, path.name])[-128:]
-
-
-def run_name(ctx: dict[str, Any]) -> str | None:
-    """The trial's overrides, except paths and logging switches; in a sweep only those the sweeper chose
-    (what differs between trials). None (W&B picks a name) when there are none."""
-    overrides = [o for o in ctx.get("overrides", []) if not _override_key(o).startswith(NAME_SKIP_PREFIXES)]
-    fixed = set(ctx.get("fixed", []))
-    overrides = [o for o in overrides if o not in fixed] or overrides
-    return ",".join(map(short_override, overrides))[:128] or None
-
-
 def run_tags(config: dict, ctx: dict[str, Any]) -> list[str]:
     """'model=<name>' and 'norm=<name>', from the Hydra choices when known, else from the config itself."""
+    from .config import conf_dir
+
     choices = ctx.get("choices", {})
-    model = choices.get("model") or _model_option(str(config.get("model", {}).get("_target_", "?")))
-    norm = choices.get("norm")
-    if not norm:
-        n = config.get("norm", {})
-        norm = "ln" if n.get("kind") == "gn" and n.get("groups") == 1 else str(n.get("kind", "?"))
+    model = choices.get("model") or model_option(str(config.get("model", {}).get("_target_", "?")), conf_dir())
+    norm = choices.get("norm") or norm_option(config.get("norm", {}))
     return [f"model={model}", f"norm={norm}"]
-
-
-def _model_option(target: str) -> str:
-    """The conf/model option whose _target_ is `target` (train() called without Hydra), else the class name."""
-    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
-    for path in sorted(conf.glob("*.yaml")):
-        if f"_target_: {target}\n" in path.read_text():
-            return path.stem
-    return target.rsplit(".", 1)[-1].lower()
 
 
 class WandbLogger(NullLogger):
@@ -201,7 +166,7 @@ class WandbLogger(NullLogger):
         group = self.group
         if group is None and ctx.get("multirun"):
             group = sweep_group_name(ctx["sweep_dir"], ctx.get("job_name") or "train")
-        name = self.name or run_name(ctx)
+        name = self.name or run_name(ctx.get("overrides", []), ctx.get("fixed", []))
         tags = run_tags(config, ctx) + self.tags
         wb_config = dict(config, choices=ctx.get("choices", {}), trial=ctx.get("job_num"),
                          overrides=ctx.get("overrides", []), run_dir=str(run_dir), params=info.get("params"))
@@ -234,7 +199,7 @@ class WandbLogger(NullLogger):
             return
         self._safely("log_epoch", lambda: self.run.log({WANDB_EPOCH_KEYS.get(k, k): v for k, v in row.items()}))
 
-    def log_summary(self, summary: dict[str, Any], artifacts: dict[str, Any]) -> None:
+    def log_summary(self, summary: RunSummary, artifacts: dict[str, Any]) -> None:
         if self.run is None:
             return
         self._safely("log_summary", lambda: self._log_summary(summary, artifacts))
@@ -242,13 +207,6 @@ class WandbLogger(NullLogger):
     def finish(self, ok: bool = True) -> None:
         if self.run is None:
             return
-        if not ok:
-            # train() has written the failed summary (error, epochs done) before calling finish
-            try:
-                failed = json.loads((self.run_dir / "summary.json").read_text())
-                self.run.summary.update({k: failed[k] for k in WANDB_SUMMARY_KEYS if k in failed})
-            except Exception:
-                pass
         self._safely("finish", lambda: self.run.finish(exit_code=0 if ok else 1))
         self.run = None
 
@@ -266,16 +224,17 @@ class WandbLogger(NullLogger):
                 pass
             self.run = None
 
-    def _log_summary(self, summary: dict[str, Any], artifacts: dict[str, Any]) -> None:
+    def _log_summary(self, summary: RunSummary, artifacts: dict[str, Any]) -> None:
         import wandb
 
         from . import plots
         from .data import CLASSES
 
-        self.run.summary.update({k: summary[k] for k in WANDB_SUMMARY_KEYS if k in summary})
-        per_class = summary.get("test_acc_per_class") or {}
+        self.run.summary.update({k: v for k, v in summary.as_dict().items()
+                                 if v is not None and k not in WANDB_MEDIA_KEYS})
+        per_class = summary.test_acc_per_class or {}
         self.run.summary.update({f"test_class_acc/{c}": v for c, v in per_class.items()})
-        if summary.get("state") != "completed" or not self.log_media:
+        if summary.state != "completed" or not self.log_media:
             return
         figures = self.run_dir / "figures"
         media: dict[str, Any] = {}
@@ -284,9 +243,9 @@ class WandbLogger(NullLogger):
             media["test/per_class_acc"] = wandb.plot.bar(table, "class", "accuracy", title="Per-class test accuracy")
             media["test/per_class_acc_png"] = wandb.Image(str(plots.save(plots.per_class_figure(per_class),
                                                                          figures / "per_class.png")))
-        if summary.get("test_confusion"):
+        if summary.test_confusion:
             media["test/confusion_png"] = wandb.Image(str(plots.save(
-                plots.confusion_figure(summary["test_confusion"], CLASSES), figures / "confusion.png")))
+                plots.confusion_figure(summary.test_confusion, CLASSES), figures / "confusion.png")))
         if artifacts.get("model") is not None and artifacts.get("test_batches") is not None:
             y_true, y_pred = self._predict(artifacts["model"], artifacts["test_batches"])
             media["test/confusion"] = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=y_pred.tolist(),
@@ -304,16 +263,8 @@ class WandbLogger(NullLogger):
 
     def _predict(self, model, test_batches):
         """Labels and predictions on the test set, in order, with the same TTA as train()'s evaluation."""
-        import torch
+        from .engine import predict
 
-        from .train import tta_logits
-
-        model.eval()
-        preds, labels = [], []
-        with torch.inference_mode():
-            for x, y in test_batches:
-                logits = tta_logits(model, x, bool(self._config.get("tta_flip")),
-                                    bool(self._config.get("tta_translate")))
-                preds.append(logits.argmax(1).cpu())
-                labels.append(y.cpu())
-        return torch.cat(labels).numpy(), torch.cat(preds).numpy()
+        labels, logits = predict(model, test_batches, bool(self._config.get("tta_flip")),
+                                 bool(self._config.get("tta_translate")))
+        return labels.cpu().numpy(), logits.argmax(1).cpu().numpy()

@@ -1,58 +1,94 @@
-"""Hydra's Optuna sweeper, plus what budget-constrained searches need.
+"""Hydra's Optuna sweeper, made fit for long searches: budgets, restarts, many workers, pruning.
 
-`BudgetOptunaSweeper` (`hydra.sweeper._target_` in conf/hparams_search/_search_space.yaml; Hydra
-finds it through the `hydra.plugins` entry point in setup.cfg) is hydra-optuna-sweeper 1.4.0rc3 with
-four additions:
+`BudgetOptunaSweeper` (`hydra/sweeper: cifar_optuna`, composed by conf/hparams_search/_search_space.yaml)
+keeps hydra-optuna-sweeper's settings and search-space syntax, and runs its own loop so that:
 
-1. Each trial gets the facts of its run as Optuna user attributes, read from the run's
-   summary.json: `state` (completed / rejected / failed), `params`, `max_params`, `model_width`,
-   `reason` (why a trial was rejected) or `error` (why it failed), `best_val_acc`, `test_acc`,
-   `run_dir`. optuna-dashboard shows them next to each trial.
-2. Each trial within or over budget gets the constraint `params / max_params - 1` (feasible when
-   <= 0; Optuna 5's `Trial.set_constraint`), so TPE and NSGA-II model the budget edge and
-   `study.best_trial` only ever returns a trial within budget. The sampler config may also name
-   callables from `cifar_sweeps.*` (the stock sweeper allows only `optuna.samplers.*`).
-3. `max_failure_rate` counts failures over the whole sweep: the sweep stops once more than
-   `max_failure_rate * n_trials` trials have failed. (The stock sweeper applies it to each batch
-   of `n_jobs` trials, so with n_jobs=1 any single failure would stop the sweep.)
-4. A `sqlite:///path` storage gets its folder created first (SQLite cannot create folders).
-
-It also offers `conditional_space`, a `custom_search_space` that reads knobs searched only for one
-choice of a group (a model's own knobs, an optimizer's learning-rate range) from the config's
-`search.conditional` block, written in Hydra's sweep syntax.
+- **Every job knows its Optuna trial.** Each job gets the override `trial={storage, study, number}`
+  (cifar_sweeps.trial): it reports its validation accuracy after every epoch, asks the pruner
+  (`pruner=median|hyperband|successive_halving`), and beats a heartbeat. This works the same for the
+  basic in-process launcher, joblib workers and SLURM jobs (submitit), on SQLite and PostgreSQL.
+- **The study is the truth, and the run record says how each trial ended.** A trial is told COMPLETE,
+  PRUNED or FAIL from its run's summary.json (`record.RunSummary`), and gets the run's facts as user
+  attributes (state, params, reason, error, accuracies, run_dir), shown by optuna-dashboard.
+  Within-or-over-budget trials get the constraint `params / max_params - 1` (Optuna's
+  `Trial.set_constraint`), so TPE/NSGA-II model the budget edge and `best_trial` is within budget.
+- **n_trials is the study's total.** Re-running the same command continues the study until it holds
+  n_trials trials (completed, pruned, rejected or failed for good); several workers running the same
+  command share that total. Job folders are named by trial number (`trial_0007`), so nothing is
+  overwritten, and the sampler is seeded per trial from (sampler seed, trial number): a restart or a
+  second worker never replays a configuration.
+- **Dead trials are noticed and retried.** A trial whose job died (kill -9, a cancelled or preempted
+  SLURM job, a killed worker) stops beating; after `grace_period` seconds it is failed and retried
+  once (Optuna's heartbeat and `RetryHeartbeatStaleTrialCallback`, `max_retry`). The retry runs in the
+  dead trial's folder with `resume=true`, from its last checkpoint.
+- **Concurrent start is safe**: workers creating one fresh study at once all succeed.
+- `max_failure_rate` counts failures over the whole sweep (the stock sweeper applies it per batch).
 
 This module is imported during Hydra's plugin scan, so it must not import torch.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
+import functools
 import logging
 import os
+import random
+import threading
 import time
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
+from hydra_plugins.hydra_optuna_sweeper._impl import (OptunaSweeperImpl, create_optuna_distribution_from_override,
+                                                      create_params_from_overrides)
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from .errors import ConfigError
+from .names import trial_dir_name
+from .record import RunSummary, read_summary
 
 log = logging.getLogger(__name__)
 
-# what the sampler config and custom_search_space may name
-TRUSTED = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "cifar_sweeps.*")
-# summary.json keys copied to each trial's user attributes
+# what the sampler config, the pruner and custom_search_space may name
+TRUSTED = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*", "cifar_sweeps.*")
+# RunSummary fields copied to each trial's user attributes
 RECORDED = ("state", "params", "max_params", "model_width", "reason", "error", "best_val_acc", "final_val_acc",
-            "test_acc", "epochs_done", "wall_s")
+            "test_acc", "epochs_done", "wall_s", "resumed_at")
+
+
+@dataclass
+class BudgetOptunaSweeperConf(OptunaSweeperConf):
+    """hydra/sweeper=cifar_optuna: the stock Optuna sweeper's settings plus recovery settings."""
+
+    _target_: str = "cifar_sweeps.sweeper.BudgetOptunaSweeper"
+    # seconds between heartbeats of a running trial
+    heartbeat_interval: int = 10
+    # a running trial with no heartbeat for this long is dead: failed, then retried
+    grace_period: int = 60
+    # how many times a dead trial is retried (each retry resumes from its checkpoint)
+    max_retry: int = 1
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="cifar_optuna", node=BudgetOptunaSweeperConf,
+                             provider="cifar_sweeps")
 
 
 class TooManyFailedTrials(RuntimeError):
     """More than max_failure_rate * n_trials trials of the sweep failed."""
 
+
+# -- storage ----------------------------------------------------------------------------------------
 
 def make_sqlite_dir(storage: Any) -> None:
     """SQLite creates the database file but not its folder (e.g. a fresh multirun/)."""
@@ -61,19 +97,131 @@ def make_sqlite_dir(storage: Any) -> None:
         Path(storage[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
 
 
-def run_facts(ret: JobReturn, since: float) -> dict[str, Any]:
-    """User attributes of one finished job: its summary.json (if written after `since`) and failure."""
-    facts: dict[str, Any] = {}
-    run_dir = None
-    if ret.hydra_cfg is not None:
-        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-        facts["run_dir"] = str(run_dir)
-    summary_path = run_dir / "summary.json" if run_dir is not None else None
-    # a reused sweep dir may hold an older summary.json: only trust one written by this job
-    if summary_path is not None and summary_path.is_file() and summary_path.stat().st_mtime >= since:
-        summary = json.loads(summary_path.read_text())
-        facts.update({k: summary[k] for k in RECORDED if summary.get(k) is not None})
-    if ret.status == JobStatus.FAILED:
+def job_storage_url(url: str) -> str:
+    """The storage URL handed to jobs: SQLite paths made absolute (a job may run elsewhere, e.g. SLURM),
+    and no password. A password in the URL is moved to PGPASSWORD, which libpq reads and which the
+    launchers pass on to the jobs, so it never lands in a job's config.yaml or overrides."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.password:
+        os.environ.setdefault("PGPASSWORD", str(parsed.password))
+        return parsed.set(password=None).render_as_string(hide_password=False)
+    return url
+
+
+def open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry: int) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats and retries of dead trials. Workers that create one fresh database at
+    the same moment race on Optuna's schema tables (IntegrityError on alembic_version): the loser retries."""
+    make_sqlite_dir(url)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+        except Exception as e:  # sqlalchemy IntegrityError / OperationalError while another worker creates it
+            if attempt == 7:
+                raise
+            log.info("storage busy while another worker creates it (%s); retrying", type(e).__name__)
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def create_or_load_study(storage, study_name: str, sampler, pruner, directions: list[str]) -> optuna.Study:
+    for attempt in range(8):
+        try:
+            return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                       directions=directions, load_if_exists=True)
+        except Exception as e:  # DuplicatedStudyError / IntegrityError: another worker created it just now
+            if attempt == 7:
+                raise
+            log.info("study %s being created by another worker (%s); retrying", study_name, type(e).__name__)
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+# -- counting and seeding ---------------------------------------------------------------------------
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: all but dead trials that were retried (their retry counts)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def reseed_sampler(sampler: Any, seed: int | None, trial_number: int) -> None:
+    """Seed the sampler's random states from (seed, trial number): reproducible, and distinct for every
+    trial, so a restarted sweep or a second worker never draws a configuration again."""
+    if seed is None:
+        return
+    value = (int(seed) * 1_000_003 + trial_number) % 2**32
+
+    def visit(obj: Any, depth: int = 0) -> None:
+        for attr in list(vars(obj).values()):
+            rng = getattr(attr, "rng", None)  # optuna's LazyRandomState
+            if hasattr(rng, "seed"):
+                rng.seed(value)
+            elif hasattr(attr, "seed") and hasattr(attr, "randint"):  # a numpy RandomState
+                attr.seed(value)
+            elif isinstance(attr, optuna.samplers.BaseSampler) and depth < 3:
+                visit(attr, depth + 1)
+
+    visit(sampler)
+
+
+def check_searched_keys(config: DictConfig, names: list[str]) -> None:
+    """A searched key must exist: a mistyped or stale key (augment.ops.2.p) would otherwise search nothing."""
+    choices = config.hydra.runtime.choices
+    missing = object()
+    for name in names:
+        key = name.lstrip("+~")
+        if name.startswith("+") or key in choices:
+            continue
+        if OmegaConf.select(config, key, default=missing, throw_on_missing=False) is missing:
+            raise ConfigError(f"hydra.sweeper.params: '{key}' is not a key of the config, so searching it would "
+                              "change nothing; check its spelling (augmentation ops are addressed by name, e.g. "
+                              "augment.ops.cutout.p), or prefix it with + to add a new key")
+
+
+# -- one batch of jobs ------------------------------------------------------------------------------
+
+class Heartbeats:
+    """While a batch is launched, the sweeper beats for its trials (a SLURM job may wait in the queue
+    before its own beats start); the jobs beat too, so they stay alive if this process dies."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_ids: list[int], interval: float):
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sweeper-heartbeats")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as e:
+                    log.debug("heartbeat failed: %s", e)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Heartbeats":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def trial_facts(summary: RunSummary | None, run_dir: Path, ret: JobReturn | None) -> dict[str, Any]:
+    """User attributes of a finished job: its run record, or why it has none."""
+    facts: dict[str, Any] = {"run_dir": str(run_dir)}
+    if summary is not None:
+        facts.update({k: v for k, v in summary.as_dict().items() if k in RECORDED and v not in (None, [])})
+    if ret is not None and ret.status == JobStatus.FAILED:
         facts["state"] = "failed"
         err = ret._return_value
         facts.setdefault("error", f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err))
@@ -95,94 +243,227 @@ def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
     return list(trial.system_attrs.get("constraints") or [])
 
 
-class _RecordingLauncher:
-    """Wraps the real launcher: after each batch, copies run facts onto the batch's Optuna trials."""
+class AskLock:
+    """Serialises 'count the study, then ask for trials' across the workers of one study, so that
+    several workers end with exactly n_trials: a file lock beside a SQLite database, a session-level
+    advisory lock on PostgreSQL. Other storages get no lock (workers may then overshoot by a trial)."""
 
-    def __init__(self, launcher, sweeper: "BudgetSweeperImpl"):
-        self.launcher, self.sweeper = launcher, sweeper
+    def __init__(self, url: str, study_name: str):
+        self.url, self.key = url, zlib.crc32(study_name.encode())
+        self._file = None
+        self._engine = None
 
-    def launch(self, job_overrides, initial_job_idx: int):
-        since = time.time() - 1.0  # mtime resolution
-        returns = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
-        self.sweeper.record(returns, since)
-        return returns
+    def __enter__(self) -> "AskLock":
+        if self.url.startswith("sqlite:///") and ":memory:" not in self.url:
+            self._file = open(self.url[len("sqlite:///"):] + ".lock", "a")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self.url.startswith("postgresql"):
+            import sqlalchemy
+
+            if self._engine is None:
+                self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+            self._conn = self._engine.connect()
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        elif self._engine is not None:
+            import sqlalchemy
+
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+            self._conn.close()
+
+
+def quoted(value: str) -> str:
+    """A string as a quoted Hydra override value (URLs and paths hold ':', '@', '+')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class BudgetSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args: Any, max_failure_rate: float, **kwargs: Any) -> None:
-        # the stock per-batch check is switched off (rate 1.0); record() applies the sweep-wide one
-        super().__init__(*args, max_failure_rate=1.0, **kwargs)
+    def __init__(self, *args: Any, max_failure_rate: float, heartbeat_interval: int, grace_period: int,
+                 max_retry: int, sampler_seed: int | None, **kwargs: Any) -> None:
+        super().__init__(*args, max_failure_rate=1.0, **kwargs)  # record() applies a sweep-wide rate
         if not 0.0 <= max_failure_rate <= 1.0:
-            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate} must be in [0, 1]")
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate} must be in [0, 1]")
+        if not (heartbeat_interval >= 1 and grace_period > heartbeat_interval):
+            raise ConfigError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} must be >= 1 and "
+                              f"hydra.sweeper.grace_period={grace_period} larger than it")
         self.sweep_max_failure_rate = max_failure_rate
-        self._batch: list[optuna.trial.Trial] = []
+        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
+        self.sampler_seed = sampler_seed
         self.n_failed = 0
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.launcher = _RecordingLauncher(self.launcher, self)
-        make_sqlite_dir(self.storage)
-        self.n_failed = 0
-
-    def _configure_trials(self, trials, *args: Any):
-        self._batch = list(trials)
-        return super()._configure_trials(trials, *args)
-
-    def record(self, returns: list[JobReturn], since: float) -> None:
-        for trial, ret in zip(self._batch, returns):
-            facts = run_facts(ret, since)
-            for key, value in facts.items():
-                trial.set_user_attr(key, value)
-            if facts.get("params") is not None and facts.get("max_params"):
-                set_budget_constraint(trial, facts["params"] / facts["max_params"] - 1.0)
-            if facts.get("state") == "rejected":
-                log.warning("trial %d rejected: %s", trial.number, facts.get("reason"))
-            if ret.status == JobStatus.FAILED:
-                self.n_failed += 1
-                log.warning("trial %d failed: %s", trial.number, facts.get("error"))
-        allowed = self.sweep_max_failure_rate * self.n_trials
-        if self.n_failed > allowed:
-            # tell Optuna how this batch ended (the stock loop would have), then stop the sweep
-            for trial, ret in zip(self._batch, returns):
-                if ret.status == JobStatus.COMPLETED:
-                    value = ret.return_value
-                    trial.study.tell(trial, values=value if isinstance(value, (list, tuple)) else [value])
-                else:
-                    trial.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            last = next(r for r in reversed(returns) if r.status == JobStatus.FAILED)
-            raise TooManyFailedTrials(
-                f"{self.n_failed} trials failed, more than hydra.sweeper.max_failure_rate="
-                f"{self.sweep_max_failure_rate} x n_trials={self.n_trials}; last error: "
-                f"{run_facts(last, 0).get('error')}") from (last._return_value if isinstance(
-                    last._return_value, BaseException) else None)
+    # -- the loop -------------------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
-        try:
-            super().sweep(arguments)
-        except ValueError:
-            # study.best_trial skips failed and infeasible (over-budget) trials and raises when no
-            # other is left; every trial is still in the study with its reason
-            if self.storage is not None and self._has_feasible_trial():
-                raise
-            log.error("No completed trial within budget yet; see the trials' user attributes "
-                      "(state, reason, error) in study %s", self.study_name)
+        if not self.storage:
+            raise ConfigError("hydra.sweeper.storage is not set: a study must live in a database to survive "
+                              "restarts, e.g. hydra.sweeper.storage=sqlite:///multirun/optuna.db")
+        if isinstance(self.sampler, functools.partial):
+            raise ConfigError("the grid sampler is not supported by cifar_optuna; for a grid use Hydra's own "
+                              "sweeper: python -m cifar_sweeps.train --multirun norm=bn,gn,ln")
+        self._process_searchspace_config()
+        distributions, fixed_params, fixed_overrides = create_params_from_overrides(
+            self._parse_sweeper_params_config() + list(arguments))
+        for name in fixed_params:
+            distributions.pop(name, None)
+        check_searched_keys(self.config, [*distributions, *fixed_params])
+        directions = self._get_directions()
+        pruner = instantiate(self.config.pruner, _execution_whitelist_=TRUSTED) if self.config.get("pruner") else None
+        if pruner is not None and not isinstance(pruner, optuna.pruners.NopPruner) and len(directions) > 1:
+            raise ConfigError(f"pruner={self.config.hydra.runtime.choices.get('pruner')} needs a single objective; "
+                              f"this search has {len(directions)} (use pruner=none)")
+        self.url = job_storage_url(str(self.storage))
+        storage = open_storage(self.url, self.heartbeat_interval, self.grace_period, self.max_retry)
+        study = create_or_load_study(storage, self.study_name, self.sampler, pruner, directions)
+        self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        log.info("Study %s in %s: %d of n_trials=%d trials so far; sampler %s, pruner %s; jobs in %s",
+                 study.study_name, self.url, counted_trials(study), self.n_trials, type(self.sampler).__name__,
+                 type(pruner).__name__, self.sweep_dir)
+        lock = AskLock(self.url, study.study_name)
+        while True:
+            with lock, warnings.catch_warnings():
+                # Optuna marks fail_stale_trials experimental and expects heartbeats from Study.optimize;
+                # this loop records them itself (Heartbeats, cifar_sweeps.trial)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                optuna.storages.fail_stale_trials(study)  # dead trials: failed, and queued again for a retry
+                to_go = self.n_trials - counted_trials(study)
+                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+                batch_size = min(self.n_jobs, max(to_go, 0) + waiting)
+                trials = [study.ask() for _ in range(batch_size)]
+            if not trials:
+                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    break
+                # other workers' trials, or dead ones that will be retried once their grace period is over
+                time.sleep(self.heartbeat_interval)
+                continue
+            self.run_batch(study, storage, trials, distributions, fixed_params, fixed_overrides)
+        self.write_results(study)
 
-    def _has_feasible_trial(self) -> bool:
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage)
-        return any(t.state == optuna.trial.TrialState.COMPLETE and all(v <= 0 for v in constraint_values(t))
-                   for t in study.get_trials(deepcopy=False))
+    def run_batch(self, study, storage, trials, distributions, fixed_params, fixed_overrides) -> None:
+        run_dirs, overrides = [], []
+        for trial in trials:
+            reseed_sampler(self.sampler, self.sampler_seed, trial.number)
+            (trial_overrides,) = self._configure_trials([trial], distributions, fixed_params, fixed_overrides)
+            # a retry (Optuna copies the dead trial's user attributes) continues in the dead trial's folder
+            run_dir = Path(trial.user_attrs.get("run_dir") or self.sweep_dir / trial_dir_name(trial.number))
+            trial.set_user_attr("run_dir", str(run_dir))
+            storage.record_heartbeat(trial._trial_id)
+            spec = (f"{{storage:{quoted(self.url)},study:{quoted(study.study_name)},number:{trial.number},"
+                    f"heartbeat_interval:{self.heartbeat_interval}}}")
+            overrides.append([*trial_overrides, f"trial={spec}", "resume=true",
+                              f"hydra.sweep.subdir={quoted(str(run_dir))}"])
+            run_dirs.append(run_dir)
+            retried = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+            if retried is not None:
+                log.warning("trial %d retries dead trial %d, resuming from its checkpoint in %s", trial.number,
+                            retried, run_dir)
+        returns: list[JobReturn | None]
+        with Heartbeats(storage, [t._trial_id for t in trials], self.heartbeat_interval):
+            try:
+                returns = list(self.launcher.launch(overrides, initial_job_idx=self.job_idx))
+            except Exception as e:  # a job died under the launcher (cancelled SLURM job, killed worker)
+                log.warning("the launcher lost jobs of this batch (%s: %s); each trial's run record decides",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                returns = [None] * len(trials)
+        self.job_idx += len(trials)
+        if any(r is None for r in returns):
+            self.wait_for_jobs(study, storage, trials, run_dirs)
+        for trial, ret, run_dir in zip(trials, returns, run_dirs):
+            self.tell(study, trial, ret, run_dir)
+        allowed = self.sweep_max_failure_rate * self.n_trials
+        if self.n_failed > allowed:
+            raise TooManyFailedTrials(f"{self.n_failed} trials failed, more than hydra.sweeper.max_failure_rate="
+                                      f"{self.sweep_max_failure_rate} x n_trials={self.n_trials}; last error: "
+                                      f"{self.last_error}")
+
+    def wait_for_jobs(self, study, storage, trials, run_dirs) -> None:
+        """After a launcher error, other jobs of the batch may still run (SLURM): wait until each has a run
+        record or has stopped beating."""
+        while True:
+            stale = set(storage._get_stale_trial_ids(study._study_id))
+            pending = [t for t, d in zip(trials, run_dirs) if read_summary(d) is None and t._trial_id not in stale]
+            if not pending:
+                return
+            time.sleep(self.heartbeat_interval)
+
+    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> None:
+        """Tell the study how the trial ended, from its run record (and the job's return value)."""
+        summary = read_summary(run_dir)
+        facts = trial_facts(summary, run_dir, ret)
+        for key, value in facts.items():
+            trial.set_user_attr(key, value)
+        if summary is not None and summary.params is not None and summary.max_params:
+            set_budget_constraint(trial, summary.params / summary.max_params - 1.0)
+        state = summary.state if summary is not None else None
+        try:
+            if state == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
+            elif (ret is not None and ret.status == JobStatus.FAILED) or state == "failed":
+                self.n_failed += 1
+                self.last_error = facts.get("error")
+                log.warning("trial %d failed: %s", trial.number, facts.get("error"))
+                study.tell(trial, state=TrialState.FAIL)
+            elif state in ("completed", "rejected"):
+                value = ret.return_value if ret is not None else self.recorded_value(summary)
+                study.tell(trial, values=list(value) if isinstance(value, (list, tuple)) else [value])
+                if state == "rejected":
+                    log.warning("trial %d rejected: %s", trial.number, summary.reason)
+            else:
+                # no run record: the job died (killed, cancelled, preempted); retried from its checkpoint
+                trial.set_user_attr("state", "failed")
+                trial.set_user_attr("error", "the job died before finishing (killed, cancelled or preempted)")
+                study.tell(trial, state=TrialState.FAIL)
+                log.warning("trial %d: its job died; it will be retried from its checkpoint", trial.number)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
+                retry(study, study._storage.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.info("trial %d was already finished by another worker", trial.number)
+
+    def recorded_value(self, summary: RunSummary):
+        objective = self.config.objective
+        if summary.state == "rejected":
+            from .record import rejection_value
+
+            return rejection_value(summary.params, summary.max_params, objective)
+        return summary.objective(objective)
+
+    def write_results(self, study: optuna.Study) -> None:
+        """optimization_results.yaml, as the stock sweeper writes it, when there is a feasible best."""
+        try:
+            if len(study.directions) == 1:
+                best = study.best_trial
+                results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+                log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
+            else:
+                results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values}
+                                                           for t in study.best_trials]}
+                log.info("Number of Pareto solutions: %d", len(results["solutions"]))
+        except ValueError:
+            # best_trial skips failed and infeasible (over-budget) trials and raises when none is left
+            log.error("No completed trial within budget yet; see the trials' user attributes (state, reason, "
+                      "error) in study %s", study.study_name)
+            return
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
 
 
 class BudgetOptunaSweeper(OptunaSweeper):
-    """Takes the same settings as `hydra/sweeper: optuna` (compose that, then set this `_target_`)."""
+    """Takes the settings of `hydra/sweeper: cifar_optuna` (the stock optuna ones plus recovery ones)."""
 
     def __init__(self, sampler: Any, direction: Any, storage: Any | None, study_name: str | None, n_trials: int,
-                 n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None) -> None:
+                 n_jobs: int, max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
+                 heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int = 1) -> None:
+        sampler_seed = sampler.get("seed") if isinstance(sampler, (dict, DictConfig)) else None
         sampler = instantiate(sampler, _execution_whitelist_=TRUSTED)
         self.sweeper = BudgetSweeperImpl(sampler, direction, storage, study_name, n_trials, n_jobs,
-                                         max_failure_rate=max_failure_rate, custom_search_space=None,
-                                         params=params)
+                                         max_failure_rate=max_failure_rate, custom_search_space=None, params=params,
+                                         heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                         max_retry=max_retry, sampler_seed=sampler_seed)
         if custom_search_space:
             self.sweeper.custom_search_space_extender = instantiate(
                 {"_target_": custom_search_space, "_partial_": True}, _execution_whitelist_=TRUSTED)

@@ -1,90 +1,45 @@
-"""The training function and its Hydra entry point.
+"""Train one configuration: the recipe, and its Hydra entry point.
 
     python -m cifar_sweeps.train model=dilated_c4 norm=gn epochs=5
     python -m cifar_sweeps.train --multirun norm=bn,gn,ln
+    python -m cifar_sweeps.train <same overrides> hydra.run.dir=RUN_DIR resume=true   # after a kill
 
-`train(cfg)` is plain Python (tests call it directly); `main` is a thin @hydra.main wrapper that
-returns its value so Hydra sweepers can optimise it.
+`train(cfg)` is plain Python (tests call it directly): validate, size the model, build, fit, test,
+record, return. The machinery lives in `engine`, checkpoints in `checkpoint`, the record in
+`record`; `main` is a thin @hydra.main wrapper that returns train()'s value for Hydra's sweepers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
-from .augment import check_augment
-from .build import instantiate_trusted, build_model, build_optimizer, build_scheduler, count_params
-from .data import CLASSES, check_sizes, load_cifar10
+from . import sweeper  # noqa: F401  registers hydra/sweeper=cifar_optuna before Hydra composes
+from .budget import fit_width_to_budget
+from .build import count_params, instantiate_trusted
+from .checkpoint import Progress, has_checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
+from .data import CLASSES
+from .engine import Run, build_run, evaluate, train_epoch
 from .errors import ConfigError
-from .loaders import AlbumentationsBatches, Normalize, TensorBatches
-from .receptive_field import receptive_field
+from .loggers import NullLogger
+from .record import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, OBJECTIVES, RunSummary, atomic_write_text,
+                     read_summary, rejection_value, write_summary)
+from .trial import Pruned, SweepTrial
+from .validation import validate
 
 log = logging.getLogger("cifar_sweeps")
 
-OBJECTIVES = ("best_val_acc", "final_val_acc", "test_acc")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run (or sweep trial) is marked failed."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"device={name!r} is not a torch device; use auto, cpu or cuda[:N]") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
-    return device
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject bad input before any data is loaded or model trained; errors name the key."""
-    if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
-        raise ConfigError(f"epochs={cfg.epochs} must be a positive integer")
-    for key in ("batch_size", "eval_batch_size"):
-        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
-            raise ConfigError(f"{key}={cfg[key]} must be a positive integer")
-    lr = cfg.optimizer.get("lr")
-    if lr is None or not lr > 0:
-        raise ConfigError(f"optimizer.lr={lr} must be a positive number")
-    # one name (single-objective sweeps) or a list, e.g. [best_val_acc, params] for a Pareto search
-    names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
-    for name in names:
-        if name not in OBJECTIVES + ("params",):
-            raise ConfigError(f"objective={cfg.objective!r}: {name!r} must be one of {list(OBJECTIVES)} or 'params' "
-                              "(a list such as [best_val_acc, params] makes train() return one value per name)")
-    if any(n in ("best_val_acc", "final_val_acc") for n in names) and cfg.data.val_size == 0:
-        raise ConfigError(f"objective={cfg.objective} needs validation data but data.val_size=0; "
-                          "set data.val_size>0, or objective=test_acc for a final run on all 50k images")
-    dropout = cfg.model.get("dropout", 0.0)
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-    if cfg.grad_clip_value is not None and not cfg.grad_clip_value > 0:
-        raise ConfigError(f"grad_clip_value={cfg.grad_clip_value} must be positive or null")
-    ema_decay = cfg.get("ema_decay")
-    if ema_decay is not None and not (isinstance(ema_decay, float) and 0.0 < ema_decay < 1.0):
-        raise ConfigError(f"ema_decay={ema_decay} must be a number in (0, 1), e.g. 0.99, or null for no weight EMA")
-    check_sizes(cfg.data)
-    check_augment(cfg.augment)
-    resolve_device(cfg.device)
-
 
 def run_dir_of(cfg: DictConfig) -> Path:
+    """output_dir if set, else Hydra's job directory, else the working directory."""
     if cfg.get("output_dir"):
         path = Path(cfg.output_dir)
     else:
@@ -95,228 +50,183 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return path
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def tta_logits(model, x: torch.Tensor, flip: bool = False, translate: bool = False) -> torch.Tensor:
-    """Logits of `model` for `x`, averaged over test-time augmentations (airbench's TTA levels 1 and 2)."""
-    logits = model(x).float()
-    if flip:  # average with the mirrored image: cheap, reliable +0.3-0.5%
-        logits = 0.5 * (logits + model(x.flip(3)).float())
-    if translate:  # and with 1-pixel shifts up-left / down-right (reflect-padded), each with its mirror
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
-        logits = 0.5 * logits + 0.25 * sum(tta_logits(model, s, flip) for s in shifted)
-    return logits
-
-
-@torch.inference_mode()
-def evaluate(model, batches, tta_flip: bool = False, num_classes: int = 10, tta_translate: bool = False) -> dict:
-    """Loss, accuracy and confusion matrix (rows = true class) of `model` on `batches`."""
-    model.eval()
-    total_loss, confusion = 0.0, torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for x, y in batches:
-        logits = tta_logits(model, x, tta_flip, tta_translate)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        pred = logits.argmax(1)
-        confusion += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes**2).view(num_classes, -1)
-    n = int(confusion.sum())
-    return {"loss": total_loss / n, "acc": confusion.trace().item() / n, "confusion": confusion}
-
-
-def train_step(model, forward, optimizer, x, y, cfg: DictConfig, use_amp: bool):
-    """One optimisation step (also timed by cifar_sweeps.bench); returns (loss, logits), no host sync."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.loss.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip_value is not None:
-        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-    optimizer.step()
-    return loss.detach(), logits
-
-
-def make_batches(cfg: DictConfig, data, device):
-    normalize = Normalize(cfg.data.mean, cfg.data.std, device, cfg.channels_last)
-    mean = list(cfg.data.mean)
-    if cfg.augment.backend == "albumentations":
-        train = AlbumentationsBatches(data.train, cfg.batch_size, device, normalize, cfg.augment, mean,
-                                      seed=cfg.seed, workers=cfg.augment.get("workers"))
-    else:
-        train = TensorBatches(data.train, cfg.batch_size, device, normalize, cfg.augment, mean,
-                              shuffle=True, seed=cfg.seed)
-    val = TensorBatches(data.val, cfg.eval_batch_size, device, normalize) if data.val is not None else None
-    test = TensorBatches(data.test, cfg.eval_batch_size, device, normalize)
-    return train, val, test
-
-
-def train(cfg: DictConfig) -> float:
-    """Train one configuration, write its artefacts, return summary[cfg.objective]."""
-    t0 = time.perf_counter()
-    validate(cfg)
-    run_dir = run_dir_of(cfg)
+def size_model(cfg: DictConfig) -> int:
+    """Fit model.width to the budget when asked (cfg is updated), then count parameters on the meta device."""
     if cfg.budget.get("fit_width"):
-        # fit-to-budget: model.width becomes the largest that fits budget.max_params (meta-device counts)
-        from .budget import fit_width_to_budget
-
         fit_width_to_budget(cfg)
-    params = count_params(cfg)
-    max_params = cfg.budget.get("max_params")
-    if max_params is not None and params > max_params:
-        # Over budget: rejected before data or weights are touched. The returned penalty is below
-        # any accuracy and grows with the excess, so a sampler learns where the budget edge is.
-        reason = f"{params:,} parameters > budget.max_params={max_params:,}"
-        log.warning("rejected: %s", reason)
-        summary = {"state": "rejected", "reason": reason, "params": params, "max_params": max_params,
-                   "model_width": cfg.model.get("width"), "wall_s": time.perf_counter() - t0}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        # a rejected trial is still a trial: its logger (e.g. one W&B run per trial) records why
+    return count_params(cfg)
+
+
+def start_or_resume(run: Run, config: dict, run_dir: Path) -> Progress:
+    """Progress of a fresh run, or, with resume=true and a checkpoint in run_dir, where the run stopped."""
+    if run.cfg.resume and has_checkpoint(run_dir):
+        progress = load_checkpoint(run, config, run_dir)
+        progress.resumed_at.append(progress.epoch)
+        log.info("resumed %s after epoch %d of %d", run_dir, progress.epoch, run.cfg.epochs)
+        return progress
+    if run.cfg.resume:
+        log.info("resume=true but %s holds no checkpoint yet; starting from epoch 1", run_dir)
+    return Progress()
+
+
+def log_epoch_line(row, epochs: int) -> None:
+    val = f"  val {100 * row.val_acc:.2f}%" if row.val_acc is not None else ""
+    log.info("epoch %d/%d  loss %.4f  train %.2f%%%s  lr %.4g  %.1fs  %.0f img/s", row.epoch, epochs, row.train_loss,
+             100 * row.train_acc, val, row.lr, row.epoch_s, row.img_s)
+
+
+def fit(run: Run, progress: Progress, config: dict, run_dir: Path, logger, trial: SweepTrial | None,
+        started: float) -> None:
+    """Train the remaining epochs; after each: metrics line, checkpoint, logger, pruner."""
+    cfg = run.cfg
+    earlier_s = progress.train_s
+    metrics_path = run_dir / METRICS_FILE
+    # the checkpoint's history is the truth: a line written after the last checkpoint is dropped
+    atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in progress.history))
+    with open(metrics_path, "a") as metrics_file:
+        for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+            row = train_epoch(run, epoch)
+            progress.epoch = epoch
+            progress.history.append(row.as_dict())
+            if row.val_acc is not None and row.val_acc > progress.best_val:
+                progress.best_val, progress.best_epoch = row.val_acc, epoch
+            progress.train_s = earlier_s + time.perf_counter() - started
+            metrics_file.write(json.dumps(row.as_dict()) + "\n")
+            metrics_file.flush()
+            save_checkpoint(run, progress, config, run_dir)
+            logger.log_epoch(row.as_dict())
+            log_epoch_line(row, cfg.epochs)
+            if trial is not None and row.val_acc is not None and isinstance(cfg.objective, str):
+                trial.report(epoch, row.val_acc)
+
+
+def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> RunSummary:
+    """Score the final weights on the test set once and summarise the run."""
+    cfg = run.cfg
+    test = evaluate(run.scored, run.test_batches, cfg.tta_flip, cfg.tta_translate)
+    confusion = test["confusion"]
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
+    has_val = run.val_batches is not None
+    return RunSummary(
+        state="completed", params=params, max_params=cfg.budget.get("max_params"),
+        model_width=cfg.model.get("width"), receptive_field=run.receptive_field["receptive_field"],
+        receptive_field_with_pool=run.receptive_field["receptive_field_with_pool"],
+        best_val_acc=progress.best_val if has_val else None, best_epoch=progress.best_epoch if has_val else None,
+        final_val_acc=progress.history[-1].get("val_acc"), test_acc=test["acc"], test_loss=test["loss"],
+        test_acc_per_class=dict(zip(CLASSES, per_class)), test_confusion=confusion.tolist(), epochs=cfg.epochs,
+        epochs_done=progress.epoch, train_images=len(run.data.train), wall_s=wall_s, device=str(run.device),
+        seed=cfg.seed, resumed_at=progress.resumed_at)
+
+
+def reject(cfg: DictConfig, run_dir: Path, params: int, started: float):
+    """Over budget: recorded (also by the logger: one W&B run per trial) and never trained."""
+    max_params = cfg.budget.max_params
+    reason = f"{params:,} parameters > budget.max_params={max_params:,}"
+    log.warning("rejected: %s", reason)
+    summary = RunSummary(state="rejected", reason=reason, params=params, max_params=max_params,
+                         model_width=cfg.model.get("width"), epochs=cfg.epochs,
+                         wall_s=time.perf_counter() - started, seed=cfg.seed)
+    write_summary(run_dir, summary)
+    logger = instantiate_trusted(cfg.logger)
+    logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, {"params": params})
+    logger.log_summary(summary, {})
+    logger.finish(True)
+    return rejection_value(params, max_params, cfg.objective)
+
+
+@contextlib.contextmanager
+def sweep_trial(cfg: DictConfig):
+    """The job's Optuna trial (pruning, heartbeat) inside a cifar_sweeps sweep, else None."""
+    trial = SweepTrial.from_config(cfg, pruner=instantiate_trusted(cfg.pruner)) if cfg.get("trial") else None
+    try:
+        yield trial
+    finally:
+        if trial is not None:
+            trial.close()
+
+
+def train(cfg: DictConfig):
+    """Train one configuration, write its record, return summary[cfg.objective] (a list for a list)."""
+    started = time.perf_counter()
+    run_dir = run_dir_of(cfg)
+    if cfg.get("resume") and not has_checkpoint(run_dir):
+        done = read_summary(run_dir)
+        if done is not None and done.state == "completed":
+            log.info("%s already completed; nothing to resume", run_dir)
+            return done.objective(cfg.objective)
+    logger, params, progress = NullLogger(), None, Progress()
+    try:
+        validate(cfg)
+        params = size_model(cfg)
+        max_params = cfg.budget.get("max_params")
+        if max_params is not None and params > max_params:
+            return reject(cfg, run_dir, params, started)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
         logger = instantiate_trusted(cfg.logger)
-        logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, {"params": params})
+        logger.start(config, run_dir, {"params": params})
+        run = build_run(cfg)
+        log.info("model %s: %s parameters | %d train / %d val / %d test images | device %s | run dir %s",
+                 cfg.model._target_.rsplit(".", 1)[-1], f"{params:,}", len(run.data.train),
+                 len(run.data.val) if run.data.val else 0, len(run.data.test), run.device, run_dir)
+        progress = start_or_resume(run, config, run_dir)
+        if progress.history:
+            logger.log_resumed(progress.history)
+        with sweep_trial(cfg) as trial:
+            fit(run, progress, config, run_dir, logger, trial, started)
+        summary = test_summary(run, progress, params, progress.train_s)
+    except Pruned as pruned:
+        summary = RunSummary(state="pruned", reason=str(pruned), params=params, max_params=cfg.budget.max_params,
+                             model_width=cfg.model.get("width"), best_val_acc=progress.best_val,
+                             best_epoch=progress.best_epoch, final_val_acc=pruned.value, epochs=cfg.epochs,
+                             epochs_done=progress.epoch, wall_s=progress.train_s, seed=cfg.seed,
+                             resumed_at=progress.resumed_at)
+        log.info("trial pruned at epoch %d of %d", pruned.epoch, cfg.epochs)
+        write_summary(run_dir, summary)
+        remove_checkpoint(run_dir)  # a pruned trial's weights are not needed
         logger.log_summary(summary, {})
         logger.finish(True)
-        penalty = dict.fromkeys(OBJECTIVES, -params / max_params)
-        return objective_value({**penalty, "params": params}, cfg.objective)
-
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    use_amp = cfg.amp and device.type == "cuda"
-
-    data = load_cifar10(cfg.data, cfg.seed)
-    model = build_model(cfg).to(device)
-    # traced from the model itself (one eval-mode forward of a 32x32 input, no gradients)
-    rf = receptive_field(model)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
-    train_batches, val_batches, test_batches = make_batches(cfg, data, device)
-    if hasattr(model, "init_from_data"):  # data-derived init (e.g. AirNet's whitening conv)
-        model.init_from_data(train_batches.normalize(torch.from_numpy(data.train.x[:5000]).to(device)))
-    optimizer = build_optimizer(cfg, model)
-    scheduler, interval = build_scheduler(cfg, optimizer, len(train_batches), cfg.epochs)
-    # weight EMA (parameters and BN statistics, torch's AveragedModel): evaluated and saved in place
-    # of the raw weights, which keep training
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.get("ema_decay") else None)
-    final_model = ema.module if ema is not None else model  # the weights that are scored and saved
-    scored = final_model if ema is not None else forward  # forward: the same weights, compiled if asked
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    logger = instantiate_trusted(cfg.logger)
-    logger.start(config, run_dir, {"params": params})
-    log.info("model %s: %s parameters | %d train / %d val / %d test images | device %s | run dir %s",
-             cfg.model._target_.rsplit(".", 1)[-1], f"{params:,}", len(data.train),
-             len(data.val) if data.val else 0, len(data.test), device, run_dir)
-
-    history, best_val, best_epoch = [], -1.0, 0
-    show_bar = sys.stderr.isatty()
-    ok = False
-    try:
-        with open(run_dir / "metrics.jsonl", "w") as metrics_file:
-            for epoch in range(1, cfg.epochs + 1):
-                model.train()
-                te = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device, dtype=torch.long)
-                seen = 0
-                bar = tqdm(train_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
-                for x, y in bar:
-                    loss, logits = train_step(model, forward, optimizer, x, y, cfg, use_amp)
-                    if ema is not None:
-                        ema.update_parameters(model)
-                    if scheduler is not None and interval == "step":
-                        scheduler.step()
-                    # accumulate on the device: no host sync per batch
-                    loss_sum += loss * len(y)
-                    correct += (logits.argmax(1) == y).sum()
-                    seen += len(y)
-                train_loss = loss_sum.item() / seen
-                if not math.isfinite(train_loss):
-                    raise TrainingDiverged(f"training loss is {train_loss} at epoch {epoch}; lower optimizer.lr "
-                                           "or set grad_clip_value")
-                if scheduler is not None and interval == "epoch":
-                    scheduler.step()
-                train_s = time.perf_counter() - te
-                row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / seen, "lr": lr}
-                if val_batches is not None:
-                    val = evaluate(scored, val_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
-                    row.update(val_loss=val["loss"], val_acc=val["acc"])
-                    if val["acc"] > best_val:
-                        best_val, best_epoch = val["acc"], epoch
-                row.update(epoch_s=time.perf_counter() - te, img_s=seen / train_s)
-                history.append(row)
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                logger.log_epoch(row)
-                log.info("epoch %d/%d  loss %.4f  train %.2f%%%s  lr %.4g  %.1fs  %.0f img/s", epoch, cfg.epochs,
-                         train_loss, 100 * row["train_acc"],
-                         f"  val {100 * row['val_acc']:.2f}%" if "val_acc" in row else "", lr, row["epoch_s"],
-                         row["img_s"])
-
-        test = evaluate(scored, test_batches, cfg.tta_flip, tta_translate=cfg.tta_translate)
-        confusion = test["confusion"]
-        per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1).float()).tolist()
-        summary = {
-            "state": "completed",
-            "params": params,
-            "max_params": max_params,
-            "model_width": cfg.model.get("width"),
-            "receptive_field": rf["receptive_field"],
-            "receptive_field_with_pool": rf["receptive_field_with_pool"],
-            "best_val_acc": best_val if val_batches is not None else None,
-            "best_epoch": best_epoch if val_batches is not None else None,
-            "final_val_acc": history[-1].get("val_acc"),
-            "test_acc": test["acc"],
-            "test_loss": test["loss"],
-            "test_acc_per_class": dict(zip(CLASSES, per_class)),
-            "test_confusion": confusion.tolist(),
-            "epochs": cfg.epochs,
-            "train_images": len(data.train),
-            "wall_s": time.perf_counter() - t0,
-            "device": str(device),
-            "seed": cfg.seed,
-        }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if cfg.save_model:
-            torch.save(final_model.state_dict(), run_dir / "model.pt")
-        logger.log_summary(summary, {"model": final_model, "test_batches": test_batches, "history": history})
-        log.info("test accuracy %.2f%% | best val %s | %s params | %.0fs", 100 * test["acc"],
-                 f"{100 * best_val:.2f}% (epoch {best_epoch})" if val_batches is not None else "n/a",
-                 f"{params:,}", summary["wall_s"])
-        ok = True
+        return pruned.value
     except Exception as e:
-        # keep a record of what failed and why: reports list failed trials next to finished ones
-        failed = {"state": "failed", "error": f"{type(e).__name__}: {e}", "params": params,
-                  "epochs_done": len(history), "best_val_acc": best_val if history else None,
-                  "wall_s": time.perf_counter() - t0}
-        (run_dir / "summary.json").write_text(json.dumps(failed, indent=2))
+        # a failed run leaves its record too: the sweeper and the report say what failed and why
+        summary = RunSummary(state="failed", error=f"{type(e).__name__}: {e}", params=params,
+                             max_params=cfg.budget.get("max_params"), epochs=cfg.epochs, epochs_done=progress.epoch,
+                             best_val_acc=progress.best_val if progress.history else None,
+                             wall_s=time.perf_counter() - started, seed=cfg.get("seed"),
+                             resumed_at=progress.resumed_at)
+        write_summary(run_dir, summary)
+        logger.log_summary(summary, {})
+        logger.finish(False)
         raise
-    finally:
-        logger.finish(ok)
-    return objective_value(summary, cfg.objective)
+
+    write_summary(run_dir, summary)
+    if cfg.save_model:
+        torch.save(run.final_model.state_dict(), run_dir / MODEL_FILE)
+    if not cfg.keep_checkpoint:
+        remove_checkpoint(run_dir)
+    logger.log_summary(summary, {"model": run.final_model, "test_batches": run.test_batches,
+                                 "history": progress.history})
+    logger.finish(True)
+    best = f"{100 * summary.best_val_acc:.2f}% (epoch {summary.best_epoch})" if summary.best_val_acc is not None \
+        else "n/a"
+    log.info("test accuracy %.2f%% | best val %s | %s params | %.0fs", 100 * summary.test_acc, best, f"{params:,}",
+             summary.wall_s)
+    return summary.objective(cfg.objective)
 
 
-def objective_value(summary: dict, objective):
-    """summary[objective], or a list of values for a list of names (multi-objective sweeps)."""
-    if isinstance(objective, str):
-        return summary[objective]
-    return [summary[name] for name in objective]
+@hydra.main(config_path="pkg://cifar_sweeps.conf", config_name="train")
+def main(cfg: DictConfig):
+    try:
+        return train(cfg)
+    except ConfigError as e:
+        # one clear line instead of a traceback; in a sweep the sweeper records the failure
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-
-# absolute: Hydra resolves a relative config_path against the package when main is imported (not
-# run as __main__), as it is in hydra/launcher=joblib workers
-@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
-def main(cfg: DictConfig) -> float:
-    return train(cfg)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

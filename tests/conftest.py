@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from cifar_sweeps.config import compose_train_config
+
+# pytest_plugins = ["servers"]  # the real PostgreSQL server and SLURM cluster fixtures (tests/servers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -38,8 +41,7 @@ def compose_cfg(overrides: list[str] = (), npz: Path | None = None, out: Path | 
         extra.append(f"data.npz={npz}")
     if out is not None:
         extra.append(f"output_dir={out}")
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose(config_name="train", overrides=extra + list(overrides))  # test overrides win
+    return compose_train_config(extra + list(overrides))  # test overrides win
 
 
 @pytest.fixture

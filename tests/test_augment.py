@@ -15,7 +15,9 @@ MEAN = (0.4914, 0.4822, 0.4465)
 
 
 def aug(backend: str, *ops: dict):
-    return OmegaConf.create({"backend": backend, "ops": list(ops)})
+    """An augment config from op dicts written as {"op": name, **settings}, keyed by name as in conf/augment."""
+    return OmegaConf.create({"backend": backend, "ops": {o["op"]: {k: v for k, v in o.items() if k != "op"}
+                                                         for o in ops}})
 
 
 def coordinate_images(n: int) -> torch.Tensor:
@@ -129,11 +131,11 @@ def test_albumentations_backend_means_the_same_thing():
 def test_check_augment_rejects_bad_configs_naming_the_key():
     with pytest.raises(ConfigError, match="augment.backend"):
         check_augment(aug("gpu"))
-    with pytest.raises(ConfigError, match=r"augment.ops\[0\].op=shift_scale_rotate.*albumentations"):
+    with pytest.raises(ConfigError, match=r"augment.ops.shift_scale_rotate has no batched.*albumentations"):
         check_augment(aug("tensor", {"op": "shift_scale_rotate"}))
-    with pytest.raises(ConfigError, match=r"augment.ops\[1\].op='blur'"):
+    with pytest.raises(ConfigError, match=r"augment.ops.blur is unknown"):
         check_augment(aug("albumentations", {"op": "hflip"}, {"op": "blur"}))
-    with pytest.raises(ConfigError, match=r"augment.ops\[0\].p=1.5"):
+    with pytest.raises(ConfigError, match=r"augment.ops.hflip.p=1.5"):
         check_augment(aug("tensor", {"op": "hflip", "p": 1.5}))
     with pytest.raises(ConfigError, match="fill"):
         resolve_fill("median", MEAN)

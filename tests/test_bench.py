@@ -75,5 +75,6 @@ def test_bench_choices_mode_times_threads_layouts_and_augment_libraries(cifar_np
 def test_startup_breakdown_lists_every_stage(cifar_npz):
     proc = run_bench(["model=skip_s8", "data.train_subset=512", "batch_size=32", "--startup-breakdown"], cifar_npz)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("import torch", "compose the config", "load CIFAR-10", "build optimizer", "first training step", "total"):
+    for stage in ("import torch", "compose the config", "load CIFAR-10", "build model, receptive field, batches, optimizer",
+                  "first training step", "total"):
         assert stage in proc.stdout, stage

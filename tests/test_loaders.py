@@ -58,7 +58,7 @@ def test_tensor_batches_drop_a_single_image_last_batch_only_when_training():
 def test_both_backends_yield_normalised_batches_with_their_labels():
     split = labelled_split(64)
     normalize = Normalize(MEAN, STD, "cpu")
-    ops = OmegaConf.create([{"op": "crop", "pad": 4, "fill": "mean"}, {"op": "hflip", "p": 0.5}])
+    ops = OmegaConf.create({"crop": {"pad": 4, "fill": "mean"}, "hflip": {"p": 0.5}})
     tensor = TensorBatches(split, 16, "cpu", normalize, OmegaConf.create({"backend": "tensor", "ops": ops}), MEAN,
                            shuffle=True, seed=0)
     album = AlbumentationsBatches(split, 16, "cpu", normalize, OmegaConf.create({"backend": "albumentations", "ops": ops}),
@@ -93,7 +93,7 @@ def test_both_backends_train_a_model_a_few_steps(tiny_cfg, tmp_path):
 
 def test_albumentations_workers_default_to_one_per_core():
     split = labelled_split(32)
-    cfg = OmegaConf.create({"backend": "albumentations", "ops": [{"op": "hflip", "p": 0.5}]})
+    cfg = OmegaConf.create({"backend": "albumentations", "ops": {"hflip": {"p": 0.5}}})
     default = AlbumentationsBatches(split, 8, "cpu", Normalize(MEAN, STD, "cpu"), cfg, MEAN)
     assert default.loader.num_workers == cpu_workers()  # workers start only when iterated
     assert AlbumentationsBatches(split, 8, "cpu", Normalize(MEAN, STD, "cpu"), cfg, MEAN, workers=0).loader.num_workers == 0

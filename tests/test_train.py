@@ -112,7 +112,7 @@ def test_npz_with_wrong_shapes_is_named(tiny_cfg, tmp_path):
 
 
 def test_diverging_run_fails_with_reason(tiny_cfg, tmp_path):
-    from cifar_sweeps.train import TrainingDiverged
+    from cifar_sweeps.engine import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="lr"):
         train(tiny_cfg(*FAST, "data.train_subset=600", "optimizer.lr=1e6", "optimizer.momentum=0.99",
@@ -122,7 +122,7 @@ def test_diverging_run_fails_with_reason(tiny_cfg, tmp_path):
 
 
 def test_translate_tta_averages_flips_and_one_pixel_shifts():
-    from cifar_sweeps.train import tta_logits
+    from cifar_sweeps.engine import tta_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))

@@ -10,7 +10,8 @@ import pytest
 
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.loggers import WandbLogger, resolve_wandb_mode, sweep_group_name
-from cifar_sweeps.train import TrainingDiverged, train
+from cifar_sweeps.engine import TrainingDiverged
+from cifar_sweeps.train import train
 from conftest import compose_cfg
 from wandb_sweep import offline_env, tiny_wandb_sweep, wandb_run_contents
 
