@@ -112,8 +112,15 @@ def stratified_take(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
 
 def check_sizes(data_cfg, n_train: int = NUM_TRAIN, n_test: int = NUM_TEST) -> None:
     """Reject impossible split/subset requests before anything expensive happens."""
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("val_size", "train_subset", "test_subset"):
+        value = data_cfg.get(key)
+        if not (is_int(value) or (value is None and key != "val_size")):
+            raise ConfigError(f"data.{key}={value!r} must be an integer" + ("" if key == "val_size" else " or null"))
     val = data_cfg.val_size
-    if val is None or val < 0 or val >= n_train:
+    if val < 0 or val >= n_train:
         raise ConfigError(f"data.val_size={val} must be in [0, {n_train - 1}] (the training set has {n_train} images)")
     sub = data_cfg.train_subset
     if sub is not None and not (0 < sub <= n_train - val):

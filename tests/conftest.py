@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 
 from cifar_sweeps.config import compose_train_config
 
-# pytest_plugins = ["servers"]  # the real PostgreSQL server and SLURM cluster fixtures (tests/servers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

@@ -12,7 +12,7 @@ import pytest
 
 from cifar_sweeps.loggers import sweep_group_name
 from cifar_sweeps.report import Trial, load_sweep, pareto_front
-from cifar_sweeps.wandb_report import build_wandb_report
+from cifar_sweeps.report.wandb import build_wandb_report
 from wandb_sweep import offline_env, tiny_wandb_sweep
 
 PNGS = ("accuracy_vs_params.png", "val_curves.png", "compare_norm.png")
@@ -80,7 +80,7 @@ def test_html_is_self_contained_with_every_figure(sweep, report):
 def test_default_output_dir_and_single_run(sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("wandb"))
-    from cifar_sweeps.report import main
+    from cifar_sweeps.report.__main__ import main
 
     assert main([str(copy / "0")]) == 0  # one run directory is a report of one trial
     assert (copy / "0" / "report" / "report.html").is_file()
@@ -99,7 +99,7 @@ def test_unfinished_trials_and_optuna_study_are_reported(sweep, tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{copy / 'optuna.db'}", direction="maximize")
     study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 0.1), n_trials=3)
-    from cifar_sweeps.report import main
+    from cifar_sweeps.report.__main__ import main
 
     assert main([str(copy)]) == 0
     md = (copy / "report" / "report.md").read_text()

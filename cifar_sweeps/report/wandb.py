@@ -11,8 +11,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # report imports this module lazily; keep the import cycle one-way at run time
-    from .report import Sweep
+if TYPE_CHECKING:
+    from . import Sweep
 
 # the metric names WandbLogger logs (cifar_sweeps.loggers.WANDB_EPOCH_KEYS / WANDB_SUMMARY_KEYS)
 VAL_ACC, TRAIN_LOSS, VAL_LOSS = "val/acc", "train/loss", "val/loss"
@@ -42,7 +42,7 @@ def build_wandb_report(sweep: "Sweep", entity: str, project: str, compare_key: s
     """A `wandb_workspaces.reports.v2.Report` comparing the sweep's runs (the W&B group of the sweep)."""
     import wandb_workspaces.reports.v2 as wr
 
-    from .report import group_stats, markdown_table, pct
+    from . import group_stats, markdown_table, pct
 
     group = sweep.wandb_group()
     runset = wr.Runset(entity=entity, project=project, name=f"sweep {group}", filters=f"Group = '{group}'")

@@ -8,6 +8,9 @@ DIR is a sweep directory (its trials are the sub-directories holding summary.jso
 single run directory. Only local files are read: config.yaml, .hydra/{overrides,hydra}.yaml,
 metrics.jsonl, summary.json, wandb.json, and an Optuna SQLite study (*.db) when there is one.
 Output goes to DIR/report/ unless --out says otherwise.
+
+This package: reading runs and studies, statistics, figures and the HTML/markdown page (`__init__`),
+the W&B Report (`wandb`), the command line (`__main__`).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from . import plots
-from .errors import ConfigError
-from .loggers import NAME_SKIP_PREFIXES, short_override, sweep_group_name
+from .. import plots
+from ..errors import ConfigError
+from ..names import is_meaningful, short_override, sweep_group_name
+from ..record import read_history, read_summary
 
 METRICS = ("best_val_acc", "final_val_acc", "test_acc")
 METRIC_NAMES = {"best_val_acc": "best val acc", "final_val_acc": "final val acc", "test_acc": "test acc"}
-STATE_ORDER = {"completed": 0, "failed": 1, "rejected": 2, "unfinished": 3}
+STATE_ORDER = {"completed": 0, "pruned": 1, "failed": 2, "rejected": 3, "unfinished": 4}
 
 
 @dataclass
@@ -127,24 +131,16 @@ def load_trial(path: Path, root: Path) -> Trial:
     hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml") or {}
     choices = (hydra_cfg.get("hydra", {}).get("runtime", {}) or {}).get("choices", {}) or {}
     trial.choices = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
-    trial.summary = _load_json(path / "summary.json") or {}
+    summary = read_summary(path)  # the run record (cifar_sweeps.record); None while running or after a kill
+    trial.summary = summary.as_dict() if summary is not None else {}
     trial.wandb = _load_json(path / "wandb.json")
-    metrics = path / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                trial.history.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a half-written last line of a killed run
+    trial.history = read_history(path)
     return trial
 
 
 def _label_trials(trials: list[Trial]) -> list[str]:
     """Give each trial the overrides that differ between trials; return the ones all trials share."""
-    def meaningful(o: str) -> bool:
-        return not o.split("=", 1)[0].lstrip("+~").startswith(NAME_SKIP_PREFIXES)
-
-    sets = [[o for o in t.overrides if meaningful(o)] for t in trials]
+    sets = [[o for o in t.overrides if is_meaningful(o)] for t in trials]
     shared = set.intersection(*map(set, sets)) if len(sets) > 1 else set()
     for t, own in zip(trials, sets):
         t.label = ", ".join(short_override(o) for o in own if o not in shared) or ("defaults" if len(trials) == 1 else f"trial {t.num}")
@@ -295,9 +291,11 @@ def short_params(n: float, _pos=None) -> str:
 
 def note_of(t: Trial) -> str:
     if t.state == "rejected":
-        return t.summary.get("reason", "")
+        return t.summary.get("reason") or ""
     if t.state == "failed":
-        return t.summary.get("error", "")[:160]
+        return (t.summary.get("error") or "")[:160]
+    if t.state == "pruned":
+        return f"pruned at epoch {t.summary.get('epochs_done')} of {t.summary.get('epochs')}"
     if t.state == "unfinished":
         return "no summary.json: still running or killed"
     return ""
@@ -309,7 +307,7 @@ def trial_rows(sweep: Sweep, key: str, metric: str) -> tuple[list[str], list[lis
     rows = []
     for t in sweep.trials:
         rf = t.summary.get("receptive_field")
-        epochs = t.summary.get("epochs", t.summary.get("epochs_done"))
+        epochs = t.summary.get("epochs_done") or t.summary.get("epochs")
         rows.append([t.num + (" ★" if t is best else ""), t.label, t.key(key), t.state, count(t.params),
                      "–" if rf is None else str(rf), pct(t.metric("best_val_acc")), pct(t.metric("test_acc")),
                      "–" if epochs is None else str(epochs), duration(t.summary.get("wall_s")), note_of(t)])
@@ -485,7 +483,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best td { background: #fff8e1; } td.note { color: #8a6d00; max-width: 320px; font-size: 12px; }
 .state { padding: 1px 7px; border-radius: 10px; font-size: 12px; }
 .completed { background: #e6f4ea; color: #1e6b34; } .failed { background: #fde7e9; color: #a4262c; }
-.rejected { background: #eceff1; color: #546e7a; } .unfinished { background: #fff4ce; color: #7a5b00; }
+.rejected { background: #eceff1; color: #546e7a; } .pruned { background: #e8eaf6; color: #3949ab; } .unfinished { background: #fff4ce; color: #7a5b00; }
 img { max-width: 100%; border: 1px solid #eef0f3; border-radius: 6px; margin: 8px 0; }
 """
 
@@ -611,40 +609,3 @@ def write_report(sweep: Sweep, out: Path, key: str = "norm", metric: str = "best
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     (out / "report.html").write_text(page)
     return {"html": out / "report.html", "markdown": out / "report.md", **pngs}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cifar_sweeps.report", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir", type=Path, help="a sweep directory (multirun/<date>/<time>) or a run directory")
-    parser.add_argument("--out", type=Path, help="output directory (default: DIR/report)")
-    parser.add_argument("--compare-key", default="norm",
-                        help="Hydra group (norm, model, optimizer, ...) or dotted config key (model.width) "
-                             "to compare side by side (default: norm)")
-    parser.add_argument("--metric", default="best_val_acc", choices=METRICS, help="ranking metric")
-    parser.add_argument("--budget", type=int, nargs="*", default=[],
-                        help="parameter budgets to draw (budget.max_params of the trials is always drawn)")
-    parser.add_argument("--top", type=int, default=5, help="how many best trials' validation curves to plot")
-    parser.add_argument("--wandb", action="store_true", help="also save the comparison as a W&B Report (needs network)")
-    parser.add_argument("--entity", help="W&B entity for --wandb (default: $WANDB_ENTITY, else your default entity)")
-    parser.add_argument("--project", help="W&B project for --wandb (default: the trials' project)")
-    parser.add_argument("--title", help="title of the W&B Report")
-    args = parser.parse_args(argv)
-    try:
-        sweep = load_sweep(args.dir)
-        paths = write_report(sweep, args.out or args.dir / "report", args.compare_key, args.metric, args.budget,
-                             args.top)
-    except ConfigError as e:
-        parser.exit(2, f"error: {e}\n")
-    print(f"{len(sweep.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sweep.counts().items()))
-    for name, path in paths.items():
-        print(f"{name:>20}: {path}")
-    if args.wandb:
-        from .wandb_report import save_wandb_report
-
-        return save_wandb_report(sweep, args.entity, args.project, args.compare_key, args.metric, args.title)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
