@@ -54,8 +54,8 @@ def test_budget_sweep_trains_within_budget_and_resumes(tmp_path, cifar_npz):
     results = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
     assert results["best_value"] == max(t.value for t in trials)
 
-    # the same command continues the same study: trials are added, none lost
-    sweep(tmp_path, "model=choice(skip_s8,airnet)", "hydra.sweeper.n_trials=1", npz=cifar_npz)
+    # the same command continues the same study: n_trials is the study's total, so 4 adds one trial
+    sweep(tmp_path, "model=choice(skip_s8,airnet)", "hydra.sweeper.n_trials=4", npz=cifar_npz)
     resumed = load(tmp_path, "budget_50k").trials
     assert len(resumed) == 4
     assert [t.value for t in resumed[:3]] == [t.value for t in trials]
