@@ -9,40 +9,34 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from . import Sweep
+from ..names import is_meaningful, override_key
+from .load import Sweep
+from .stats import group_stats
+from .text import markdown_table, pct
 
 # the metric names WandbLogger logs (cifar_sweeps.loggers.WANDB_EPOCH_KEYS / WANDB_SUMMARY_KEYS)
 VAL_ACC, TRAIN_LOSS, VAL_LOSS = "val/acc", "train/loss", "val/loss"
 
 
-def config_path(sweep: "Sweep", key: str) -> str:
+def config_path(sweep: Sweep, key: str) -> str:
     """Where the W&B run config holds `key`: Hydra group choices are logged under `choices.<group>`."""
     if any(key in t.choices for t in sweep.trials):
         return f"choices.{key}"
     return key
 
 
-def swept_keys(sweep: "Sweep") -> list[str]:
+def swept_keys(sweep: Sweep) -> list[str]:
     """Config keys that differ between trials (from their overrides), in first-seen order."""
-    keys: list[str] = []
-    for t in sweep.trials:
-        for o in t.label.split(", "):
-            if "=" in o:
-                k = o.split("=", 1)[0].lstrip("+~")
-                if k not in keys:
-                    keys.append(k)
-    return keys
+    shared = set(sweep.shared_overrides)
+    keys = [override_key(o) for t in sweep.trials for o in t.overrides if is_meaningful(o) and o not in shared]
+    return list(dict.fromkeys(keys))
 
 
-def build_wandb_report(sweep: "Sweep", entity: str, project: str, compare_key: str = "norm",
+def build_wandb_report(sweep: Sweep, entity: str, project: str, compare_key: str = "norm",
                        metric: str = "best_val_acc", title: str | None = None):
     """A `wandb_workspaces.reports.v2.Report` comparing the sweep's runs (the W&B group of the sweep)."""
     import wandb_workspaces.reports.v2 as wr
-
-    from . import group_stats, markdown_table, pct
 
     group = sweep.wandb_group()
     runset = wr.Runset(entity=entity, project=project, name=f"sweep {group}", filters=f"Group = '{group}'")
@@ -91,7 +85,7 @@ def build_wandb_report(sweep: "Sweep", entity: str, project: str, compare_key: s
                      description=f"cifar_sweeps comparison of {sweep.root}", blocks=blocks)
 
 
-def save_wandb_report(sweep: "Sweep", entity: str | None, project: str | None, compare_key: str = "norm",
+def save_wandb_report(sweep: Sweep, entity: str | None, project: str | None, compare_key: str = "norm",
                       metric: str = "best_val_acc", title: str | None = None) -> int:
     """Build and save; returns a process exit code and says clearly what went wrong when it cannot save."""
     project = project or sweep.wandb_project() or "cifar_sweeps"
