@@ -41,6 +41,7 @@ fast path / compute = 0.91-0.96.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Callable, Sequence
 
@@ -78,15 +79,51 @@ def resolve_fill(fill, mean: Sequence[float]) -> tuple[int, int, int]:
     return tuple(int(round(v)) for v in values)
 
 
+# the settings each shared op takes, on both backends (the tensor backend passes them to batch_* as
+# keywords, so an unknown one would be a TypeError once training starts; albumentations would ignore it)
+OP_SETTINGS = {"crop": ("pad", "fill"), "hflip": ("p",), "cutout": ("size", "fill", "p")}
+# a pad beyond the image size only makes crops of pure fill (and a huge pad exhausts memory)
+MAX_PAD = 32
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+
+
+def _is_number(value) -> bool:
+    # an int is always finite (and math.isfinite(10**400) would itself raise OverflowError)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (_is_int(value) or math.isfinite(value))
+
+
+def _check_fill(key: str, fill) -> None:
+    """What resolve_fill accepts, checked without the dataset mean so the error can name the key."""
+    if isinstance(fill, str):
+        ok = fill == "mean"
+    elif _is_number(fill):
+        ok = 0 <= fill <= 255
+    else:
+        ok = isinstance(fill, Sequence) and len(fill) == 3 and all(_is_number(v) and 0 <= v <= 255 for v in fill)
+    if not ok:
+        raise ConfigError(f"{key}={fill!r} must be a pixel value in [0, 255], a list of 3 of them (R, G, B) or "
+                          f"mean (the dataset mean); e.g. {key}=0")
+
+
 def check_augment(aug_cfg) -> None:
     """Validate an augment config up front; errors name the offending key."""
-    if aug_cfg.backend not in BACKENDS:
-        raise ConfigError(f"augment.backend must be one of {list(BACKENDS)}, got {aug_cfg.backend!r}")
-    if not isinstance(aug_cfg.ops, Mapping):
+    if not isinstance(aug_cfg, Mapping):
+        raise ConfigError(f"augment={aug_cfg!r} must be a mapping with backend and ops; e.g. augment=flip_crop")
+    backend = aug_cfg.get("backend")
+    if not (isinstance(backend, str) and backend in BACKENDS):
+        raise ConfigError(f"augment.backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if not isinstance(aug_cfg.get("ops"), Mapping):
         raise ConfigError("augment.ops must be a mapping from op name to its settings, e.g. "
                           "{crop: {pad: 4}, hflip: {p: 0.5}}; a list of ops (searched as augment.ops.0.pad) "
                           "is not supported, address an op by name: augment.ops.crop.pad")
-    allowed = TENSOR_OPS if aug_cfg.backend == "tensor" else ALBUMENTATIONS_OPS
+    workers = aug_cfg.get("workers")
+    if workers is not None and not (_is_int(workers) and workers >= 0):
+        raise ConfigError(f"augment.workers={workers!r} must be an integer >= 0 or null (one DataLoader worker per "
+                          "core); e.g. augment.workers=2")
+    allowed = TENSOR_OPS if backend == "tensor" else ALBUMENTATIONS_OPS
     for name, spec in aug_cfg.ops.items():
         if name not in ALBUMENTATIONS_OPS:
             raise ConfigError(f"augment.ops.{name} is unknown; choose from {list(ALBUMENTATIONS_OPS)}")
@@ -95,9 +132,27 @@ def check_augment(aug_cfg) -> None:
                               "use augment.backend=albumentations")
         if spec is not None and not isinstance(spec, Mapping):
             raise ConfigError(f"augment.ops.{name}={spec!r} must be a mapping of its settings, e.g. {{p: 0.5}}")
-        p = (spec or {}).get("p", 1.0)
-        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            raise ConfigError(f"augment.ops.{name}.p={p!r} must be a number in [0, 1]")
+        spec = spec or {}
+        for setting in spec:
+            if name in OP_SETTINGS and setting not in OP_SETTINGS[name]:
+                raise ConfigError(f"augment.ops.{name}.{setting} is not a setting of {name}; it takes "
+                                  f"{list(OP_SETTINGS[name])}")
+        p = spec.get("p", 1.0)
+        if not (_is_number(p) and 0.0 <= p <= 1.0):
+            raise ConfigError(f"augment.ops.{name}.p={p!r} must be a number in [0, 1]; e.g. augment.ops.{name}.p=0.5")
+        if "fill" in spec:
+            _check_fill(f"augment.ops.{name}.fill", spec["fill"])
+        if name == "crop":
+            pad = spec.get("pad", 4)
+            if not (_is_int(pad) and 0 <= pad <= MAX_PAD):
+                raise ConfigError(f"augment.ops.crop.pad={pad!r} must be an integer in [0, {MAX_PAD}] (0 = no "
+                                  "translation); e.g. augment.ops.crop.pad=4")
+        if name == "cutout":
+            size = spec.get("size", 16)
+            # the hole lies fully inside the 32x32 image
+            if not (_is_int(size) and 1 <= size <= 32):
+                raise ConfigError(f"augment.ops.cutout.size={size!r} must be an integer in [1, 32] (the hole "
+                                  "lies inside the 32x32 image; p=0 turns cutout off); e.g. augment.ops.cutout.size=8")
 
 
 # ---------------------------------------------------------------------------------------------

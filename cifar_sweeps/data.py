@@ -111,24 +111,29 @@ def stratified_take(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
 
 
 def check_sizes(data_cfg, n_train: int = NUM_TRAIN, n_test: int = NUM_TEST) -> None:
-    """Reject impossible split/subset requests before anything expensive happens."""
-    def is_int(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
+    """Reject impossible split/subset requests before anything expensive happens.
 
-    for key in ("val_size", "train_subset", "test_subset"):
-        value = data_cfg.get(key)
-        if not (is_int(value) or (value is None and key != "val_size")):
-            raise ConfigError(f"data.{key}={value!r} must be an integer" + ("" if key == "val_size" else " or null"))
-    val = data_cfg.val_size
-    if val < 0 or val >= n_train:
-        raise ConfigError(f"data.val_size={val} must be in [0, {n_train - 1}] (the training set has {n_train} images)")
-    sub = data_cfg.train_subset
-    if sub is not None and not (0 < sub <= n_train - val):
-        raise ConfigError(f"data.train_subset={sub} must be in [1, {n_train - val}]: {n_train} training images "
-                          f"minus data.val_size={val}")
-    tsub = data_cfg.test_subset
-    if tsub is not None and not (0 < tsub <= n_test):
-        raise ConfigError(f"data.test_subset={tsub} must be in [1, {n_test}]")
+    Called by validation (with CIFAR-10's sizes, before any data is loaded) and again by load_cifar10
+    with the sizes of the file actually read. Every value is type-checked before it is compared: a string
+    or a list from an override would otherwise be a TypeError naming no key.
+    """
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+
+    val = data_cfg.get("val_size")
+    # at least 2 training images must remain: the training loader drops a 1-image batch (BatchNorm
+    # cannot train on one image), so a 1-image training set would train on nothing
+    if not (is_int(val) and 0 <= val <= n_train - 2):
+        raise ConfigError(f"data.val_size={val!r} must be an integer in [0, {n_train - 2}] (the training set has "
+                          f"{n_train} images; 0 = no validation split); e.g. data.val_size=5000")
+    sub = data_cfg.get("train_subset")
+    if sub is not None and not (is_int(sub) and 2 <= sub <= n_train - val):
+        raise ConfigError(f"data.train_subset={sub!r} must be an integer in [2, {n_train - val}] ({n_train} training "
+                          f"images minus data.val_size={val}) or null (all of them); e.g. data.train_subset=10000")
+    tsub = data_cfg.get("test_subset")
+    if tsub is not None and not (is_int(tsub) and 1 <= tsub <= n_test):
+        raise ConfigError(f"data.test_subset={tsub!r} must be an integer in [1, {n_test}] or null (all {n_test} "
+                          "test images); e.g. data.test_subset=1000")
 
 
 def load_cifar10(data_cfg, seed: int) -> CifarData:

@@ -189,10 +189,13 @@ def train(cfg: DictConfig):
         return pruned.value
     except Exception as e:
         # a failed run leaves its record too: the sweeper and the report say what failed and why
+        def as_int(value):  # a bad value (e.g. epochs=[1,2]) is in the error; the record keeps only integers
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
         summary = RunSummary(state="failed", error=f"{type(e).__name__}: {e}", params=params,
-                             max_params=cfg.budget.get("max_params"), epochs=cfg.epochs, epochs_done=progress.epoch,
-                             best_val_acc=progress.best_val if progress.history else None,
-                             wall_s=time.perf_counter() - started, seed=cfg.get("seed"),
+                             max_params=as_int(cfg.budget.get("max_params")), epochs=as_int(cfg.get("epochs")),
+                             epochs_done=progress.epoch, best_val_acc=progress.best_val if progress.history else None,
+                             wall_s=time.perf_counter() - started, seed=as_int(cfg.get("seed")),
                              resumed_at=progress.resumed_at)
         write_summary(run_dir, summary)
         logger.log_summary(summary, {})
