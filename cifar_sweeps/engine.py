@@ -80,9 +80,22 @@ def resolve_threads(threads: Any) -> int:
     return max(1, cores // parallel_trials())
 
 
-def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: str) -> bool:
+def has_narrow_strided_pointwise_conv(model: nn.Module) -> bool:
+    """A 1x1 stride-2 conv with fewer than 8 input channels (ResNet-18 at width <= 5, advanced_c4 at
+    width <= 3): torch's CPU backward through it in channels_last never returns (torch 2.14)."""
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 8
+               for m in model.modules())
+
+
+def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: str, model: nn.Module) -> bool:
     """`channels_last=auto`: on for CUDA and for BatchNorm nets on CPU; off for GroupNorm / LayerNorm
-    nets on CPU, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`)."""
+    nets on CPU, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`).
+    Always off on CPU for a net that would hang in it."""
+    if device.type == "cpu" and has_narrow_strided_pointwise_conv(model):
+        if channels_last is True:
+            log.warning("channels_last=true ignored: a 1x1 stride-2 conv with < 8 input channels hangs in "
+                        "torch's CPU channels_last backward; training in NCHW")
+        return False
     if channels_last != "auto":
         return bool(channels_last)
     return device.type == "cuda" or norm_kind == "bn"
@@ -158,7 +171,7 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
         data = load_cifar10(cfg.data, cfg.seed)
     model = build_model(cfg).to(device)
     rf = receptive_field(model)  # traced from the model itself: one eval-mode forward, no gradients
-    channels_last = resolve_channels_last(cfg.channels_last, device, str(cfg.norm.get("kind")))
+    channels_last = resolve_channels_last(cfg.channels_last, device, str(cfg.norm.get("kind")), model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model

@@ -11,7 +11,6 @@ record, return. The machinery lives in `engine`, checkpoints in `checkpoint`, th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -32,7 +31,7 @@ from .errors import ConfigError
 from .loggers import NullLogger
 from .record import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, OBJECTIVES, RunSummary, atomic_write_text,
                      read_summary, rejection_value, write_summary)
-from .trial import Pruned, SweepTrial
+from .trial import Pruned, SweepTrial, TrialTakenOver
 from .validation import validate
 
 log = logging.getLogger("cifar_sweeps")
@@ -134,29 +133,20 @@ def reject(cfg: DictConfig, run_dir: Path, params: int, started: float):
     return rejection_value(params, max_params, cfg.objective)
 
 
-@contextlib.contextmanager
-def sweep_trial(cfg: DictConfig):
-    """The job's Optuna trial (pruning, heartbeat) inside a cifar_sweeps sweep, else None."""
-    trial = SweepTrial.from_config(cfg, pruner=instantiate_trusted(cfg.pruner)) if cfg.get("trial") else None
-    try:
-        yield trial
-    finally:
-        if trial is not None:
-            trial.close()
-
-
 def train(cfg: DictConfig):
     """Train one configuration, write its record, return summary[cfg.objective] (a list for a list)."""
     started = time.perf_counter()
     run_dir = run_dir_of(cfg)
     if cfg.get("resume") and not has_checkpoint(run_dir):
         done = read_summary(run_dir)
-        if done is not None and done.state == "completed":
-            log.info("%s already completed; nothing to resume", run_dir)
-            return done.objective(cfg.objective)
-    logger, params, progress = NullLogger(), None, Progress()
+        if done is not None and done.state in ("completed", "pruned"):  # e.g. its job outlived its sweeper
+            log.info("%s already %s; nothing to resume", run_dir, done.state)
+            return done.objective(cfg.objective) if done.state == "completed" else done.final_val_acc
+    logger, params, progress, trial = NullLogger(), None, Progress(), None
     try:
         validate(cfg)
+        # inside a cifar_sweeps sweep: the job's Optuna trial (heartbeat, per-epoch reports, pruner)
+        trial = SweepTrial.from_config(cfg, pruner=instantiate_trusted(cfg.pruner))
         params = size_model(cfg)
         max_params = cfg.budget.get("max_params")
         if max_params is not None and params > max_params:
@@ -172,9 +162,11 @@ def train(cfg: DictConfig):
         progress = start_or_resume(run, config, run_dir)
         if progress.history:
             logger.log_resumed(progress.history)
-        with sweep_trial(cfg) as trial:
-            fit(run, progress, config, run_dir, logger, trial, started)
+        fit(run, progress, config, run_dir, logger, trial, started)
         summary = test_summary(run, progress, params, progress.train_s)
+    except TrialTakenOver as e:
+        log.warning("%s", e)  # another job owns this run folder now: leave it as it is
+        raise
     except Pruned as pruned:
         summary = RunSummary(state="pruned", reason=str(pruned), params=params, max_params=cfg.budget.max_params,
                              model_width=cfg.model.get("width"), best_val_acc=progress.best_val,
@@ -201,7 +193,15 @@ def train(cfg: DictConfig):
         logger.log_summary(summary, {})
         logger.finish(False)
         raise
+    finally:
+        if trial is not None:
+            trial.close()
+    return record_completed(run, summary, progress, run_dir, logger)
 
+
+def record_completed(run: Run, summary: RunSummary, progress: Progress, run_dir: Path, logger):
+    """Write the finished run's record (and weights), tell the logger, return the objective's value."""
+    cfg = run.cfg
     write_summary(run_dir, summary)
     if cfg.save_model:
         torch.save(run.final_model.state_dict(), run_dir / MODEL_FILE)
@@ -212,8 +212,8 @@ def train(cfg: DictConfig):
     logger.finish(True)
     best = f"{100 * summary.best_val_acc:.2f}% (epoch {summary.best_epoch})" if summary.best_val_acc is not None \
         else "n/a"
-    log.info("test accuracy %.2f%% | best val %s | %s params | %.0fs", 100 * summary.test_acc, best, f"{params:,}",
-             summary.wall_s)
+    log.info("test accuracy %.2f%% | best val %s | %s params | %.0fs", 100 * summary.test_acc, best,
+             f"{summary.params:,}", summary.wall_s)
     return summary.objective(cfg.objective)
 
 

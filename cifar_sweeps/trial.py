@@ -31,6 +31,11 @@ class Pruned(Exception):
         self.epoch, self.value = epoch, value
 
 
+class TrialTakenOver(Exception):
+    """This job's trial is already finished: the sweeper declared the job dead (no heartbeat for
+    grace_period seconds) and a retry owns the run folder now. The job stops without touching it."""
+
+
 class SweepTrial:
     def __init__(self, storage_url: str, study_name: str, number: int, pruner: Any = None,
                  heartbeat_interval: float = 10.0):
@@ -41,6 +46,10 @@ class SweepTrial:
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                        sampler=optuna.samplers.RandomSampler())
         self.trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        state = storage.get_trial(self.trial_id).state
+        if state.is_finished():  # e.g. a requeued SLURM job that started after its trial was retried
+            raise TrialTakenOver(f"trial {number} of study {study_name} is already {state.name}: its job was "
+                                 f"declared dead and a retry took over; this job stops")
         self.trial = optuna.trial.Trial(self.study, self.trial_id)
         self.number, self.storage = number, storage
         self._stop = threading.Event()
@@ -65,7 +74,13 @@ class SweepTrial:
 
     def report(self, epoch: int, value: float) -> None:
         """Record the epoch's value; raise Pruned when the pruner says stop."""
-        self.trial.report(value, epoch)
+        import optuna
+
+        try:
+            self.trial.report(value, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            raise TrialTakenOver(f"trial {self.number} was finished while this job ran (declared dead after "
+                                 f"missed heartbeats, and retried); this job stops") from e
         if self.trial.should_prune():
             raise Pruned(epoch, value)
 

@@ -49,3 +49,32 @@ def tiny_cfg(cifar_npz, tmp_path):
         return compose_cfg(TINY + list(overrides), npz=cifar_npz, out=tmp_path / "run")
 
     return make
+
+
+# -- real servers (tests/servers.py; installed by tools/install_services.sh) --------------------------------
+
+def serve(start, what: str):
+    """Run a server for the session; one that cannot start fails the tests using it, with the reason."""
+    from servers import ServerError
+
+    try:
+        with start() as server:
+            yield server
+    except ServerError as e:
+        pytest.fail(f"{what} could not start: {e}")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 with a database and role `optuna` (password in .env())."""
+    from servers import postgres_server
+
+    yield from serve(postgres_server, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A single-node SLURM cluster with accounting, partition `debug` (SLURM_CONF in .env())."""
+    from servers import slurm_cluster
+
+    yield from serve(slurm_cluster, "the SLURM cluster")

@@ -13,18 +13,20 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import ROOT
+from wandb_sweep import offline_env, wandb_run_contents
 
 # an aggressive median pruner: after one finished trial, any trial below the median at an epoch stops
 AGGRESSIVE = ["pruner=median", "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0"]
 TRIAL = ["model=airnet", "data.train_subset=1000", "data.val_size=200", "data.test_subset=200", "epochs=3",
-         "batch_size=100", "logger=none", "save_model=false", "threads=1"]
+         "batch_size=100", "save_model=false", "threads=1"]
 
 
-def sweep(tmp_path: Path, npz: Path, *overrides: str) -> optuna.Study:
+def sweep(tmp_path: Path, npz: Path, *overrides: str, logger: str = "none") -> optuna.Study:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", "hparams_search=budget_50k", *TRIAL,
-           f"data.npz={npz}", f"hydra.sweep.dir={tmp_path / 'runs'}", f"hydra.sweeper.storage={storage}", *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+           f"logger={logger}", f"data.npz={npz}", f"hydra.sweep.dir={tmp_path / 'runs'}",
+           f"hydra.sweeper.storage={storage}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return optuna.load_study(study_name="budget_50k", storage=storage)
 
@@ -46,8 +48,12 @@ def check_pruned(study: optuna.Study, epochs: int = 3) -> list[optuna.trial.Froz
 
 
 def test_median_pruner_stops_trials_and_the_report_lists_them(tmp_path, cifar_npz):
-    study = sweep(tmp_path, cifar_npz, "hydra.sweeper.n_trials=5", *AGGRESSIVE)
+    study = sweep(tmp_path, cifar_npz, "hydra.sweeper.n_trials=5", *AGGRESSIVE, logger="wandb")
     pruned = check_pruned(study)
+    for t in study.trials:  # W&B (offline) knows how each trial ended, and its curve ends where it stopped
+        run = wandb_run_contents(Path(t.user_attrs["run_dir"]))
+        assert run["summary_values"]["state"] == t.user_attrs["state"]
+        assert len([h for h in run["history"] if "val/acc" in h]) == len(t.intermediate_values)
 
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "cifar_sweeps.report", str(tmp_path / "runs"), "--out", str(out)],
@@ -69,3 +75,18 @@ def test_a_run_outside_a_sweep_is_not_pruned(tiny_cfg, tmp_path):
 
     train(tiny_cfg("epochs=2", *AGGRESSIVE))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["state"] == "completed"
+
+
+def test_a_job_whose_trial_was_retried_meanwhile_leaves_the_folder_alone(tmp_path, tiny_cfg):
+    """A requeued SLURM job may start after the sweeper declared it dead and retried its trial: it must
+    stop before writing anything into the folder the retry now owns."""
+    from cifar_sweeps.train import train
+    from cifar_sweeps.trial import TrialTakenOver
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="taken", storage=storage, direction="maximize")
+    study.tell(study.ask(), state=TrialState.FAIL)
+    cfg = tiny_cfg(f"trial={{storage:'{storage}',study:taken,number:0}}", "resume=true")
+    with pytest.raises(TrialTakenOver, match="trial 0 of study taken is already FAIL"):
+        train(cfg)
+    assert not list((tmp_path / "run").iterdir())  # no config, no record, no checkpoint

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.train import train
+from conftest import ROOT
 
 # AirNet trains at ~1,500 img/s on this CPU; a constant LR and no augmentation learn fastest
 FAST = ["model=airnet", "scheduler=none", "optimizer.lr=0.02", "augment=none", "batch_size=64"]
@@ -135,3 +138,17 @@ def test_translate_tta_averages_flips_and_one_pixel_shifts():
     torch.testing.assert_close(tta_logits(model, x, flip=True, translate=True), expected)
     torch.testing.assert_close(tta_logits(model, x, flip=True), flip_avg[0])
     assert not torch.allclose(tta_logits(model, x, flip=True, translate=True), flip_avg[0])
+
+
+@pytest.mark.parametrize("model", ["model=resnet18 model.width=4", "model=advanced_c4 model.width=2"])
+def test_channels_last_stays_off_on_cpu_where_torch_would_hang(tmp_path, cifar_npz, model):
+    """torch's CPU channels_last backward through a 1x1 stride-2 conv with < 8 input channels never
+    returns; such nets train in NCHW even when channels_last=true is asked for. In a subprocess with a
+    time limit, so a regression fails instead of hanging the suite."""
+    cmd = [sys.executable, "-m", "cifar_sweeps.train", *model.split(), "norm=bn", "channels_last=true",
+           "device=cpu", "epochs=1", "data.val_size=200", "data.train_subset=256", "data.test_subset=200",
+           "batch_size=64", "logger=none", "save_model=false", f"data.npz={cifar_npz}", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "channels_last=true ignored" in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["state"] == "completed"

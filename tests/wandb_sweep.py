@@ -77,7 +77,8 @@ def wandb_run_contents(run_dir: Path, wait_s: float = 60) -> dict:
     while not any(r.WhichOneof("record_type") == "exit" for r in read_wandb_records(logs[0])):
         assert time.monotonic() < deadline, f"{logs[0]} has no exit record after {wait_s}s"
         time.sleep(0.5)
-    out = {"path": logs[0], "history": [], "summary": set(), "config": set(), "exit_code": None, "run": None}
+    out = {"path": logs[0], "history": [], "summary": set(), "summary_values": {}, "config": set(), "exit_code": None,
+           "run": None}
     for rec in read_wandb_records(logs[0]):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
@@ -90,6 +91,8 @@ def wandb_run_contents(run_dir: Path, wait_s: float = 60) -> dict:
                                    for i in rec.history.item})
         elif kind == "summary":
             out["summary"] |= {i.key or "/".join(i.nested_key) for i in rec.summary.update}
+            out["summary_values"] |= {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                      for i in rec.summary.update}
         elif kind == "exit":
             out["exit_code"] = rec.exit.exit_code
     return out
