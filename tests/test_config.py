@@ -97,8 +97,8 @@ def test_best_presets_are_the_stored_search_winners(budget):
                          "data.val_size=0", "objective=test_acc", *chosen_after_search])
     preset = compose_cfg([f"+experiment=best_{budget}"])
 
-    def job(cfg):
-        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("search", "save_model")}
+    def job(cfg):  # what trains: the search space and the pruner act only inside a sweep
+        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("search", "pruner", "save_model")}
 
     assert job(preset) == job(final)
 
@@ -124,3 +124,13 @@ def test_onecycle_with_a_one_step_warmup_just_trains(steps):
         sched.step() if len(lrs) < steps - 1 else None
         lrs.append(opt.param_groups[0]["lr"])
     assert all(lr > 0 for lr in lrs)
+
+
+def test_budget_searches_prune_by_default_and_the_rest_do_not():
+    # chosen from docs/pruning.md's measurement; pareto has two objectives, which pruning cannot serve
+    def pruner(*overrides):
+        return compose_cfg(list(overrides)).pruner._target_.rsplit(".", 1)[-1]
+
+    assert pruner("hparams_search=budget_50k") == pruner("hparams_search=airnet_full_200k") == "MedianPruner"
+    assert pruner("hparams_search=budget_50k", "pruner=none") == "NopPruner"
+    assert pruner("hparams_search=pareto") == pruner() == "NopPruner"
