@@ -28,7 +28,7 @@ if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" > /dev/null && $sudo chmod +x "$policy" && added_policy=1
 fi
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" > /dev/null
+$sudo apt-get install -y -qq "${packages[@]}" > /dev/null
 if [ -n "$added_policy" ]; then $sudo rm -f "$policy"; fi
 have_all || { echo "install_services: installed ${packages[*]} but a command is still missing" >&2; exit 1; }
 echo "install_services: installed ${packages[*]}"
