@@ -199,6 +199,12 @@ class WandbLogger(NullLogger):
             return
         self._safely("log_epoch", lambda: self.run.log({WANDB_EPOCH_KEYS.get(k, k): v for k, v in row.items()}))
 
+    def log_resumed(self, rows: list[dict[str, Any]]) -> None:
+        # each process is a W&B run of its own (the killed one's stops where it was killed): the resumed run
+        # logs the epochs before its checkpoint again, so the trial's finished run has the whole curve
+        for row in rows:
+            self.log_epoch(row)
+
     def log_summary(self, summary: RunSummary, artifacts: dict[str, Any]) -> None:
         if self.run is None:
             return

@@ -394,21 +394,25 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
 
     def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> None:
         """Tell the study how the trial ended, from its run record (and the job's return value)."""
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            # another worker declared it dead (no heartbeat for grace_period) and retried it meanwhile
+            log.info("trial %d was already finished by another worker; its retry reports it", trial.number)
+            return
         summary = read_summary(run_dir)
         facts = trial_facts(summary, run_dir, ret)
-        for key, value in facts.items():
-            trial.set_user_attr(key, value)
-        if summary is not None and summary.params is not None and summary.max_params:
-            set_budget_constraint(trial, summary.params / summary.max_params - 1.0)
         state = summary.state if summary is not None else None
         try:
+            for key, value in facts.items():
+                trial.set_user_attr(key, value)
+            if summary is not None and summary.params is not None and summary.max_params:
+                set_budget_constraint(trial, summary.params / summary.max_params - 1.0)
             if state == "pruned":
                 study.tell(trial, state=TrialState.PRUNED)
             elif (ret is not None and ret.status == JobStatus.FAILED) or state == "failed":
+                study.tell(trial, state=TrialState.FAIL)
                 self.n_failed += 1
                 self.last_error = facts.get("error")
                 log.warning("trial %d failed: %s", trial.number, facts.get("error"))
-                study.tell(trial, state=TrialState.FAIL)
             elif state in ("completed", "rejected"):
                 value = ret.return_value if ret is not None else self.recorded_value(summary)
                 study.tell(trial, values=list(value) if isinstance(value, (list, tuple)) else [value])

@@ -162,6 +162,8 @@ def train(cfg: DictConfig):
         progress = start_or_resume(run, config, run_dir)
         if progress.history:
             logger.log_resumed(progress.history)
+            if trial is not None and isinstance(cfg.objective, str):
+                trial.report_resumed(progress.history)  # a retry's curve starts at epoch 1 too
         fit(run, progress, config, run_dir, logger, trial, started)
         summary = test_summary(run, progress, params, progress.train_s)
     except TrialTakenOver as e:

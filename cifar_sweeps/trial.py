@@ -84,6 +84,14 @@ class SweepTrial:
         if self.trial.should_prune():
             raise Pruned(epoch, value)
 
+    def report_resumed(self, history: list[dict]) -> None:
+        """A resumed run's earlier epochs, for a retry: a new trial that has not seen them (a requeued job's
+        own trial has; Optuna keeps the first value of an epoch). No pruning decision on old epochs."""
+        known = self.storage.get_trial(self.trial_id).intermediate_values
+        for row in history:
+            if row.get("val_acc") is not None and row["epoch"] not in known:
+                self.trial.report(row["val_acc"], row["epoch"])
+
     def close(self) -> None:
         self._stop.set()
         self._beat.join(timeout=5)

@@ -115,7 +115,8 @@ def test_no_import_cycles():
 
 
 def test_the_sweeper_loads_without_torch():
-    # Hydra imports the sweeper during its plugin scan: torch there would slow every command down
-    proc = subprocess.run([sys.executable, "-c", "import sys, cifar_sweeps.sweeper, cifar_sweeps.record; "
+    # Hydra imports the sweeper and the launcher during its plugin scan: torch there would slow every command
+    proc = subprocess.run([sys.executable, "-c", "import sys, cifar_sweeps.sweeper, cifar_sweeps.record, "
+                           "cifar_sweeps.launchers; "
                            "assert 'torch' not in sys.modules"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

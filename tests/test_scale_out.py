@@ -1,6 +1,7 @@
 """Sweeps on real distributed engines, started by the tests themselves (tests/servers.py): two workers on
 one PostgreSQL study, and a sweep whose every trial is a job of a single-node SLURM cluster, one of them
-cancelled with scancel and retried from its checkpoint. Tiny real-data trials."""
+cancelled with scancel and retried from its checkpoint, another preempted and requeued. Tiny real-data
+trials."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 from conftest import ROOT
 from test_report import md_rows
 from test_recovery import TRIAL, configurations
+from wandb_sweep import wandb_run_contents
 
 
 def sweep_cmd(sweep_dir: Path, storage: str, npz: Path, *overrides: str) -> list[str]:
@@ -64,12 +66,19 @@ def test_two_workers_on_one_postgresql_study(tmp_path, cifar_npz, postgres, monk
     rows = md_rows(tmp_path / "report")
     assert sorted(k.rsplit("/", 1)[-1] for k in rows) == [f"trial_{n:04d}" for n in range(6)]
     assert "Optuna study budget_50k" in out
+    # and the winner's overrides from the study alone
+    best = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "budget_50k", "--storage", postgres.url()],
+                          cwd=ROOT, env=postgres.env(), capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0, best.stderr[-2000:]
+    assert best.stderr.startswith(f"trial {study.best_trial.number}: ") and "norm=" in best.stdout
 
 
-def test_slurm_sweep_retries_a_cancelled_job_from_its_checkpoint(tmp_path, cifar_npz, slurm):
-    """Every trial a SLURM job (hydra/launcher=slurm_cpu, 2 at a time) logging to W&B offline; the job of
-    trial 0 is cancelled with scancel after its first epoch: its trial fails and is retried, resuming in
-    its folder from the checkpoint; the study ends with n_trials trials that count."""
+def test_slurm_sweep_survives_a_cancelled_and_a_preempted_job(tmp_path, cifar_npz, slurm):
+    """Every trial a SLURM job (hydra/launcher=slurm_cpu, 2 at a time, one job array) logging to W&B offline.
+    After their first epoch, trial 0's job is cancelled with scancel and trial 1's job gets SIGUSR2, the signal
+    SLURM sends before a time limit or preemption: trial 0 fails and is retried, resuming in its folder from
+    the checkpoint; trial 1's job is checkpointed and requeued by submitit and resumes on its own, without a
+    retry, although a batch-mate failed and the grace period (4 s) is far shorter than its time in the queue."""
     runs = tmp_path / "runs"
     cmd = sweep_cmd(runs, f"sqlite:///{tmp_path / 'study.db'}", cifar_npz, "hydra.sweeper.n_trials=3",
                     "hydra.sweeper.n_jobs=2", "data.train_subset=3000", "epochs=4", "hydra/launcher=slurm_cpu",
@@ -77,13 +86,14 @@ def test_slurm_sweep_retries_a_cancelled_job_from_its_checkpoint(tmp_path, cifar
                     "hydra.launcher.timeout_min=10", "logger=wandb", "logger.mode=offline", "pruner=median")
     sweeper = subprocess.Popen(cmd, cwd=ROOT, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    first = runs / "trial_0000"
+    cancelled, preempted = runs / "trial_0000", runs / "trial_0001"
     deadline = time.time() + 300
-    while not (first / "checkpoint.pt").is_file():
-        assert sweeper.poll() is None and time.time() < deadline, "trial 0 never finished an epoch"
+    while not ((cancelled / "checkpoint.pt").is_file() and (preempted / "checkpoint.pt").is_file()):
+        assert sweeper.poll() is None and time.time() < deadline, "trials 0 and 1 never finished an epoch"
         time.sleep(0.05)
-    array_task = next(j for j in slurm.jobs() if j.endswith("_0"))  # batch 1 is one job array: trials 0, 1
-    slurm.run("scancel", array_task)
+    tasks = {job.rsplit("_", 1)[1]: job for job in slurm.jobs()}  # batch 1 is one job array: trials 0, 1
+    slurm.run("scancel", tasks["0"])
+    slurm.run("scancel", "--signal=USR2", tasks["1"])
     out = sweeper.communicate(timeout=600)[0]
     assert sweeper.returncode == 0, out[-5000:]
 
@@ -91,19 +101,26 @@ def test_slurm_sweep_retries_a_cancelled_job_from_its_checkpoint(tmp_path, cifar
     trials = study.trials
     states = [t.state for t in trials]
     assert states[0] == TrialState.FAIL and TrialState.RUNNING not in states and TrialState.WAITING not in states
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == str(first)
+    (retry,) = [t for t in trials if "failed_trial" in t.system_attrs]  # trial 0's, and only trial 0's
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == str(cancelled)
+    assert states[1] == TrialState.COMPLETE  # the preempted trial finished in its own job, requeued
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
-    resumed = json.loads((first / "summary.json").read_text())
-    assert resumed["state"] == "completed" and resumed["resumed_at"] and resumed["resumed_at"][0] >= 1
-    assert all(t.intermediate_values for t in trials if t.state == TrialState.COMPLETE)
-    # SLURM knew: sacct has the cancelled task, submitit's logs are in the sweep folder
-    assert "CANCELLED" in slurm.run("sacct", "-n", "-X", "-o", "JobID,State", "-j", array_task)
+    for run_dir in (cancelled, preempted):  # both continued from their checkpoints
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["state"] == "completed" and summary["resumed_at"] and summary["resumed_at"][0] >= 1
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in trials if t.state == TrialState.COMPLETE)
+    # SLURM knew: sacct has the cancelled task and the requeued one; submitit's logs are in the sweep folder
+    assert "CANCELLED" in slurm.run("sacct", "-n", "-X", "-o", "JobID,State", "-j", tasks["0"])
+    assert "REQUEUED" in slurm.run("sacct", "-n", "-X", "-D", "-o", "JobID,State", "-j", tasks["1"])
     assert list((runs / ".submitit").glob("*/*_log.out"))
-    # one W&B group for the whole sweep, every trial a run in it
+    # one W&B group for the whole sweep, every trial a run in it; a resumed job's run has the whole curve
     groups = {json.loads((d / "wandb.json").read_text())["group"] for d in runs.glob("trial_*")}
     assert len(groups) == 1 and None not in groups
-    assert "retries dead trial 0" in out
+    for run_dir in (cancelled, preempted):
+        history = wandb_run_contents(run_dir, newest=True)["history"]
+        assert [row["epoch"] for row in history if "val/acc" in row] == [1, 2, 3, 4]
+    assert "retries dead trial 0" in out and "retries dead trial 1" not in out
 
 
 def test_submitit_local_launcher_runs_trials_as_processes(tmp_path, cifar_npz):

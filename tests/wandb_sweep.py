@@ -63,16 +63,18 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_run_contents(run_dir: Path, wait_s: float = 60) -> dict:
-    """The one offline W&B run of a job directory, decoded: run info, config keys, history rows, summary keys.
+def wandb_run_contents(run_dir: Path, wait_s: float = 60, newest: bool = False) -> dict:
+    """The one offline W&B run of a job directory (or, newest=True, the last of several: a resumed job's),
+    decoded: run info, config keys, history rows, summary keys.
 
     wandb-core writes the log from its own process: right after run.finish() on a busy machine the file
     can still be short, so wait (up to wait_s) for the exit record."""
     import json
     import time
 
-    logs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(logs) == 1, f"expected one offline W&B run in {run_dir}/wandb, found {logs}"
+    logs = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    assert logs and (newest or len(logs) == 1), f"expected one offline W&B run in {run_dir}/wandb, found {logs}"
+    logs = logs[-1:]
     deadline = time.monotonic() + wait_s
     while not any(r.WhichOneof("record_type") == "exit" for r in read_wandb_records(logs[0])):
         assert time.monotonic() < deadline, f"{logs[0]} has no exit record after {wait_s}s"
