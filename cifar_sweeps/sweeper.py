@@ -393,11 +393,9 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             time.sleep(self.heartbeat_interval)
 
     def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> None:
-        """Tell the study how the trial ended, from its run record (and the job's return value)."""
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
-            # another worker declared it dead (no heartbeat for grace_period) and retried it meanwhile
-            log.info("trial %d was already finished by another worker; its retry reports it", trial.number)
-            return
+        """Tell the study how the trial ended, from its run record (and the job's return value). A trial that
+        another worker declared dead and retried meanwhile is finished already: every update below raises
+        UpdateFinishedTrialError, so nothing is recorded or counted for it."""
         summary = read_summary(run_dir)
         facts = trial_facts(summary, run_dir, ret)
         state = summary.state if summary is not None else None
@@ -427,7 +425,7 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
                 retry(study, study._storage.get_trial(trial._trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:
-            log.info("trial %d was already finished by another worker", trial.number)
+            log.info("trial %d was already finished by another worker; its retry reports it", trial.number)
 
     def recorded_value(self, summary: RunSummary):
         objective = self.config.objective
