@@ -9,23 +9,23 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .errors import ConfigError
-
-# Packages whose callables configs may name in `_target_` (Hydra 1.4's execution whitelist).
-TRUSTED_TARGETS = ["cifar_sweeps.*", "torch.optim.*", "torch.nn.*", "optuna.pruners.*"]
+from .targets import check_targets, whitelist
 
 
-def instantiate_trusted(config, *args, **kwargs):
-    """hydra.utils.instantiate restricted to TRUSTED_TARGETS."""
-    return instantiate(config, *args, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
+def instantiate_group(group: str, config, *args, **kwargs):
+    """hydra.utils.instantiate of one config group's node, which may build only its group's kind of object
+    (cifar_sweeps.targets: a model config a model, a logger config a logger)."""
+    check_targets(group, config)
+    return instantiate(config, *args, _execution_whitelist_=whitelist(group), **kwargs)
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
     """The model of `cfg.model` with the norm layer of `cfg.norm`."""
     try:
-        return instantiate_trusted(cfg.model, norm=instantiate_trusted(cfg.norm))
-    except InstantiationException as e:
-        raise ConfigError(f"model={cfg.model.get('_target_')}: cannot build it from the model/norm config: "
-                          f"{e.__cause__ or e}") from e
+        return instantiate_group("model", cfg.model, norm=instantiate_group("norm", cfg.norm))
+    except (InstantiationException, TypeError) as e:  # TypeError: the norm factory called with the wrong keys
+        raise ConfigError(f"model._target_={cfg.model.get('_target_')} with norm._target_={cfg.norm.get('_target_')}: "
+                          f"cannot build the model from the model/norm config: {e.__cause__ or e}") from None
 
 
 def count_params(cfg: DictConfig) -> int:
@@ -37,7 +37,7 @@ def count_params(cfg: DictConfig) -> int:
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return instantiate_trusted(cfg.optimizer)(params=model.parameters())
+    return instantiate_group("optimizer", cfg.optimizer)(params=model.parameters())
 
 
 def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: int):
@@ -62,4 +62,4 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: in
             sched_cfg["pct_start"] = 1.5 / units if units >= 2 else 0.5
     elif target.endswith("CosineAnnealingLR"):
         sched_cfg["T_max"] = units
-    return instantiate_trusted(sched_cfg)(optimizer), interval
+    return instantiate_group("scheduler", sched_cfg)(optimizer), interval

@@ -14,7 +14,6 @@ augmentation draws.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,11 @@ import torch
 
 from .errors import ConfigError
 from .engine import Run
+from .record import write_atomically
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# what save_checkpoint writes; a file without these is not a checkpoint of ours
+CHECKPOINT_KEYS = ("config", "progress", "model", "optimizer", "scheduler", "ema", "torch_rng", "numpy_rng")
 # config keys that say where files go or how the process runs, not what is trained: a run may resume
 # with other values for these
 RESUMABLE_CHANGES = ("resume", "keep_checkpoint", "trial", "output_dir", "logger", "device", "threads",
@@ -69,6 +71,15 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return diffs
 
 
+def check_same_config(saved: dict, current: dict, written: str, source: str) -> None:
+    """Refuse to continue (or re-read) a run under another configuration than the one it was made with."""
+    diffs = config_differences(saved, current)
+    if diffs:
+        raise ConfigError(f"{written} another configuration; resume=true needs the same overrides. "
+                          f"Differences ({source} -> now): " + "; ".join(diffs[:12])
+                          + (f"; and {len(diffs) - 12} more" if len(diffs) > 12 else ""))
+
+
 def _numpy_rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -97,9 +108,7 @@ def save_checkpoint(run: Run, progress: Progress, config: dict, run_dir: Path) -
         "batches_rng": batches.gen.get_state() if hasattr(batches, "gen") else None,
     }
     path = Path(run_dir) / CHECKPOINT_FILE
-    tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(state, tmp))  # a full disk keeps the previous checkpoint
     return path
 
 
@@ -110,12 +119,12 @@ def load_checkpoint(run: Run, config: dict, run_dir: Path) -> Progress:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated by a full disk, another torch's format, ...
         raise ConfigError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); delete it to start "
-                          "the run over") from e
-    diffs = config_differences(state["config"], config)
-    if diffs:
-        raise ConfigError(f"{path} was written by another configuration; resume=true needs the same overrides. "
-                          "Differences (checkpoint -> now): " + "; ".join(diffs[:12])
-                          + (f"; and {len(diffs) - 12} more" if len(diffs) > 12 else ""))
+                          "the run over") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(f"{path} is a torch file but not a cifar_sweeps checkpoint (no {', '.join(missing)}); "
+                          "delete it (or move it away) to start the run over")
+    check_same_config(state["config"], config, f"{path} was written by", "checkpoint")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scheduler is not None:

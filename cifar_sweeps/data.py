@@ -46,6 +46,8 @@ def _check_arrays(arrays: dict, source: str) -> None:
                               f"got {x.dtype} {tuple(x.shape)}")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ConfigError(f"{source}: 'y_{split}' must hold integer class labels 0..9, got dtype {y.dtype}")
         if y.ndim != 1 or len(y) != len(x):
             raise ConfigError(f"{source}: 'y_{split}' must have shape ({len(x)},), got {tuple(y.shape)}")
         if len(y) and (y.min() < 0 or y.max() > 9):
@@ -57,9 +59,20 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     if path.is_dir():
         raise ConfigError(f"data.npz: '{path}' is a directory; point data.npz (or CIFAR10_NPZ) at the .npz file "
                           "itself, e.g. data.npz=/path/cifar10.npz")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"data.npz: file '{path}' does not exist. Point data.npz (or the CIFAR10_NPZ "
                           "environment variable) at a CIFAR-10 npz, or unset it to use torchvision's download.")
+    if not path.is_file():
+        raise ConfigError(f"data.npz: '{path}' is not a regular file (a device, FIFO or socket); point data.npz "
+                          "(or CIFAR10_NPZ) at a CIFAR-10 .npz file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ConfigError(f"data.npz: cannot read '{path}': {e.strerror}") from None
+    if magic != b"PK\x03\x04":  # an .npz is a zip archive of .npy arrays (numpy.savez)
+        raise ConfigError(f"data.npz: '{path}' is not an npz archive (a zip of .npy arrays, as numpy.savez writes "
+                          "it); point data.npz (or CIFAR10_NPZ) at a CIFAR-10 .npz file")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -110,6 +123,11 @@ def stratified_take(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return perm[np.lexsort((labels, rank))][:n]
 
 
+def example(usual: int, largest: int) -> int:
+    """A value to suggest in an error: the usual one, or the largest allowed when the data is smaller."""
+    return max(0, min(usual, largest))
+
+
 def check_sizes(data_cfg, n_train: int = NUM_TRAIN, n_test: int = NUM_TEST) -> None:
     """Reject impossible split/subset requests before anything expensive happens.
 
@@ -125,15 +143,25 @@ def check_sizes(data_cfg, n_train: int = NUM_TRAIN, n_test: int = NUM_TEST) -> N
     # cannot train on one image), so a 1-image training set would train on nothing
     if not (is_int(val) and 0 <= val <= n_train - 2):
         raise ConfigError(f"data.val_size={val!r} must be an integer in [0, {n_train - 2}] (the training set has "
-                          f"{n_train} images; 0 = no validation split); e.g. data.val_size=5000")
+                          f"{n_train} images; 0 = no validation split); e.g. data.val_size={example(n_train // 10, n_train - 2)}")
     sub = data_cfg.get("train_subset")
     if sub is not None and not (is_int(sub) and 2 <= sub <= n_train - val):
         raise ConfigError(f"data.train_subset={sub!r} must be an integer in [2, {n_train - val}] ({n_train} training "
-                          f"images minus data.val_size={val}) or null (all of them); e.g. data.train_subset=10000")
+                          f"images minus data.val_size={val}) or null (all of them); "
+                          f"e.g. data.train_subset={example(10_000, n_train - val)}")
     tsub = data_cfg.get("test_subset")
     if tsub is not None and not (is_int(tsub) and 1 <= tsub <= n_test):
         raise ConfigError(f"data.test_subset={tsub!r} must be an integer in [1, {n_test}] or null (all {n_test} "
-                          "test images); e.g. data.test_subset=1000")
+                          f"test images); e.g. data.test_subset={example(1000, n_test)}")
+
+
+def check_batch_size(batch_size: int, data_cfg, n_train: int = NUM_TRAIN) -> None:
+    """A training batch larger than the training split would make every epoch one partial step."""
+    train_images = data_cfg.get("train_subset") or n_train - data_cfg.get("val_size")
+    if batch_size > train_images:
+        raise ConfigError(f"batch_size={batch_size} is larger than the training split ({train_images} images: "
+                          f"data.train_subset={data_cfg.get('train_subset')}, data.val_size={data_cfg.get('val_size')}), "
+                          f"so every epoch would be a single step; e.g. batch_size={max(2, min(256, train_images // 4))}")
 
 
 def load_cifar10(data_cfg, seed: int) -> CifarData:

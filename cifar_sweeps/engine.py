@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .build import build_model, build_optimizer, build_scheduler
-from .data import CifarData, load_cifar10
+from .data import CifarData, check_batch_size, load_cifar10
 from .errors import ConfigError
 from .loaders import AlbumentationsBatches, Normalize, TensorBatches, cpu_workers
 from .receptive_field import receptive_field
@@ -169,6 +169,7 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
     device = configure_torch(cfg)
     if data is None:
         data = load_cifar10(cfg.data, cfg.seed)
+        check_batch_size(cfg.batch_size, cfg.data, len(data.train) + len(data.val or ()))  # a smaller file
     model = build_model(cfg).to(device)
     rf = receptive_field(model)  # traced from the model itself: one eval-mode forward, no gradients
     channels_last = resolve_channels_last(cfg.channels_last, device, str(cfg.norm.get("kind")), model)

@@ -17,11 +17,16 @@ Hydra's plugin scan).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .errors import unwritable
 
 State = Literal["completed", "rejected", "failed", "pruned"]
 STATES: tuple[str, ...] = ("completed", "rejected", "failed", "pruned")
@@ -100,11 +105,33 @@ def rejection_value(params: int, max_params: int, objective: str | list[str]):
     return values[objective] if isinstance(objective, str) else [values[n] for n in objective]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename: a reader (or a kill) never sees half a file."""
+FINISHED: tuple[str, ...] = ("completed", "rejected", "pruned")  # states no later failure may overwrite
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)`, then rename tmp to `path`: a reader (or a kill) never sees half a file, and a write that
+    fails (a full disk, a read-only folder) leaves the previous file as it was, no temporary file behind,
+    and a one-line RunFolderError naming the file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise unwritable(path, e) from None
+        if isinstance(e, RuntimeError) and "write" in str(e).lower():  # torch.save's PytorchStreamWriter
+            full = shutil.disk_usage(path.parent).free < 1 << 20
+            raise unwritable(path, OSError(errno.ENOSPC if full else errno.EIO, None)) from None
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> Path:

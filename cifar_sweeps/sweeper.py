@@ -20,7 +20,11 @@ keeps hydra-optuna-sweeper's settings and search-space syntax, and runs its own 
 - **Dead trials are noticed and retried.** A trial whose job died (kill -9, a cancelled or preempted
   SLURM job, a killed worker) stops beating; after `grace_period` seconds it is failed and retried
   once (Optuna's heartbeat and `RetryHeartbeatStaleTrialCallback`, `max_retry`). The retry runs in the
-  dead trial's folder with `resume=true`, from its last checkpoint.
+  dead trial's folder with `resume=true`, from its last checkpoint. A job that stopped beating because
+  it finished while no sweeper was there (the sweeper was killed) is told from its run record instead:
+  a finished record always wins, even over a trial failed earlier (`recover_finished_runs`).
+- **No password travels**: a password in the storage URL moves to PGPASSWORD; jobs, Hydra's saved
+  configs, W&B files and logs see the URL without it.
 - **Concurrent start is safe**: workers creating one fresh study at once all succeed.
 - `max_failure_rate` counts failures over the whole sweep (the stock sweeper applies it per batch).
 
@@ -31,9 +35,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import inspect
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import warnings
@@ -51,17 +57,16 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (OptunaSweeperImpl, create_
                                                       create_params_from_overrides)
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from optuna.trial import TrialState
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .names import trial_dir_name
 from .record import RunSummary, read_summary
+from .targets import check_target, check_targets, whitelist
 
 log = logging.getLogger(__name__)
 
-# what the sampler config, the pruner and custom_search_space may name
-TRUSTED = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*", "optuna.pruners.*", "cifar_sweeps.*")
 # RunSummary fields copied to each trial's user attributes
 RECORDED = ("state", "params", "max_params", "model_width", "reason", "error", "best_val_acc", "final_val_acc",
             "test_acc", "epochs_done", "wall_s", "resumed_at")
@@ -100,7 +105,7 @@ def make_sqlite_dir(storage: Any) -> None:
 def job_storage_url(url: str) -> str:
     """The storage URL handed to jobs: SQLite paths made absolute (a job may run elsewhere, e.g. SLURM),
     and no password. A password in the URL is moved to PGPASSWORD, which libpq reads and which the
-    launchers pass on to the jobs, so it never lands in a job's config.yaml or overrides."""
+    launchers pass on to the jobs, so it never lands in a job's config.yaml, overrides or W&B files."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and url != prefix + ":memory:":
         return prefix + str(Path(url[len(prefix):]).resolve())
@@ -108,27 +113,78 @@ def job_storage_url(url: str) -> str:
 
     parsed = make_url(url)
     if parsed.password:
-        os.environ.setdefault("PGPASSWORD", str(parsed.password))
-        return parsed.set(password=None).render_as_string(hide_password=False)
+        # the password given in the URL wins over one already in the environment
+        os.environ["PGPASSWORD"] = str(parsed.password)
+        # URL.set(password=None) keeps the password (it skips None values); _replace clears it
+        return parsed._replace(password=None).render_as_string(hide_password=False)
     return url
+
+
+def masked_url(url: str) -> str:
+    """The URL as logs and error messages show it: any password replaced by ***."""
+    if url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show its scheme only
+        return url.split("://", 1)[0] + "://***"
+
+
+def scrub_secret(secret: str, config: DictConfig, safe_url: str) -> None:
+    """Remove a storage password given on the command line from everything Hydra hands on: the sweeper's
+    config and its hydra overrides (which every job's config is recomposed from, so each job's
+    .hydra/ files and the overrides W&B records), and sys.argv (which W&B records as the command)."""
+    override = f"hydra.sweeper.storage={quoted(safe_url)}"
+    hydra_overrides = [o for o in config.hydra.overrides.hydra if not o.lstrip("+~").startswith("hydra.sweeper.storage=")]
+    # Hydra marks its own nodes read-only, each with its own flag
+    with read_write(config.hydra.sweeper), read_write(config.hydra.overrides):
+        config.hydra.sweeper.storage = safe_url
+        # the override pins the safe URL for the jobs even when the password came from a YAML file
+        config.hydra.overrides.hydra = [*hydra_overrides, override]
+    sys.argv[:] = [arg.replace(secret, "***") for arg in sys.argv]
 
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry: int) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and retries of dead trials. Workers that create one fresh database at
-    the same moment race on Optuna's schema tables (IntegrityError on alembic_version): the loser retries."""
+    the same moment race on Optuna's schema tables (IntegrityError on alembic_version): the loser retries.
+    Anything else (a corrupt SQLite file, a PostgreSQL server that cannot be reached or refuses the login)
+    is a StorageError at once, naming the storage and what is wrong."""
+    import sqlalchemy.exc
+
     make_sqlite_dir(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(8):
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
-        except Exception as e:  # sqlalchemy IntegrityError / OperationalError while another worker creates it
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are tested here
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+        except sqlalchemy.exc.IntegrityError:  # another worker is creating the schema right now
             if attempt == 7:
                 raise
-            log.info("storage busy while another worker creates it (%s); retrying", type(e).__name__)
+            log.info("storage busy while another worker creates it; retrying")
             time.sleep(0.5 + random.random())
+        except Exception as e:
+            raise StorageError(f"hydra.sweeper.storage={masked_url(url)}: cannot open the study's database: "
+                               f"{storage_problem(e)}") from None
     raise AssertionError("unreachable")
+
+
+def storage_problem(error: Exception) -> str:
+    """One line on why a storage failed, without SQLAlchemy's SQL and background links."""
+    cause = getattr(error, "orig", None) or error
+    text = " ".join(str(cause).split())
+    if "file is not a database" in text or "malformed" in text:
+        return f"the SQLite file is not a database or is damaged ({text}); move it away to start a new study"
+    if "Connection refused" in text or "could not connect" in text or "could not translate host" in text:
+        return f"the server cannot be reached ({text}); check host, port and that it is running"
+    if "password authentication failed" in text or "no password supplied" in text:
+        return f"the server refused the login ({text}); set the password in PGPASSWORD"
+    return f"{type(cause).__name__}: {text[:400]}"
 
 
 def create_or_load_study(storage, study_name: str, sampler, pruner, directions: list[str]) -> optuna.Study:
@@ -216,15 +272,22 @@ class Heartbeats:
         self._thread.join(timeout=10)
 
 
-def trial_facts(summary: RunSummary | None, run_dir: Path, ret: JobReturn | None) -> dict[str, Any]:
-    """User attributes of a finished job: its run record, or why it has none."""
+def trial_facts(summary: RunSummary | None, run_dir: Path, ret: JobReturn | None,
+                known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """User attributes of a finished job: its run record, or why it has none. A key the trial already holds
+    (a retry inherits its dead parent's `state` and `error`) is overwritten, with None if the record has
+    no value for it."""
+    known = known or {}
     facts: dict[str, Any] = {"run_dir": str(run_dir)}
     if summary is not None:
-        facts.update({k: v for k, v in summary.as_dict().items() if k in RECORDED and v not in (None, [])})
+        for key, value in summary.as_dict().items():
+            if key in RECORDED and (value not in (None, []) or key in known):
+                facts[key] = value
     if ret is not None and ret.status == JobStatus.FAILED:
         facts["state"] = "failed"
         err = ret._return_value
-        facts.setdefault("error", f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err))
+        if facts.get("error") is None:
+            facts["error"] = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err)
     return facts
 
 
@@ -283,15 +346,13 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+DIED = "the job died before finishing (no heartbeat for {grace} s: killed, cancelled or preempted)"
+
+
 class BudgetSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args: Any, max_failure_rate: float, heartbeat_interval: int, grace_period: int,
                  max_retry: int, sampler_seed: int | None, **kwargs: Any) -> None:
         super().__init__(*args, max_failure_rate=1.0, **kwargs)  # record() applies a sweep-wide rate
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate} must be in [0, 1]")
-        if not (heartbeat_interval >= 1 and grace_period > heartbeat_interval):
-            raise ConfigError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} must be >= 1 and "
-                              f"hydra.sweeper.grace_period={grace_period} larger than it")
         self.sweep_max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.sampler_seed = sampler_seed
@@ -306,6 +367,12 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         if isinstance(self.sampler, functools.partial):
             raise ConfigError("the grid sampler is not supported by cifar_optuna; for a grid use Hydra's own "
                               "sweeper: python -m cifar_sweeps.train --multirun norm=bn,gn,ln")
+        self.url = job_storage_url(str(self.storage))
+        if self.url != str(self.storage):  # a password was in the URL: it goes nowhere but PGPASSWORD
+            from sqlalchemy.engine import make_url
+
+            scrub_secret(str(make_url(str(self.storage)).password), self.config, self.url)
+            self.storage = self.url
         self._process_searchspace_config()
         distributions, fixed_params, fixed_overrides = create_params_from_overrides(
             self._parse_sweeper_params_config() + list(arguments))
@@ -313,25 +380,28 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             distributions.pop(name, None)
         check_searched_keys(self.config, [*distributions, *fixed_params])
         directions = self._get_directions()
-        pruner = instantiate(self.config.pruner, _execution_whitelist_=TRUSTED) if self.config.get("pruner") else None
+        pruner = None
+        if self.config.get("pruner"):
+            check_targets("pruner", self.config.pruner)
+            pruner = instantiate(self.config.pruner, _execution_whitelist_=whitelist("pruner"))
         if pruner is not None and not isinstance(pruner, optuna.pruners.NopPruner) and len(directions) > 1:
             raise ConfigError(f"pruner={self.config.hydra.runtime.choices.get('pruner')} needs a single objective; "
                               f"this search has {len(directions)} (use pruner=none)")
-        self.url = job_storage_url(str(self.storage))
         storage = open_storage(self.url, self.heartbeat_interval, self.grace_period, self.max_retry)
         study = create_or_load_study(storage, self.study_name, self.sampler, pruner, directions)
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         log.info("Study %s in %s: %d of n_trials=%d trials so far; sampler %s, pruner %s; jobs in %s",
-                 study.study_name, self.url, counted_trials(study), self.n_trials, type(self.sampler).__name__,
-                 type(pruner).__name__, self.sweep_dir)
+                 study.study_name, masked_url(self.url), counted_trials(study), self.n_trials,
+                 type(self.sampler).__name__, type(pruner).__name__, self.sweep_dir)
         lock = AskLock(self.url, study.study_name)
         while True:
             with lock, warnings.catch_warnings():
-                # Optuna marks fail_stale_trials experimental and expects heartbeats from Study.optimize;
+                # Optuna marks its heartbeat retries experimental and expects heartbeats from Study.optimize;
                 # this loop records them itself (Heartbeats, cifar_sweeps.trial)
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                optuna.storages.fail_stale_trials(study)  # dead trials: failed, and queued again for a retry
+                self.settle_stale_trials(study)
+                self.recover_finished_runs(study)
                 to_go = self.n_trials - counted_trials(study)
                 waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
                 batch_size = min(self.n_jobs, max(to_go, 0) + waiting)
@@ -344,6 +414,54 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
                 continue
             self.run_batch(study, storage, trials, distributions, fixed_params, fixed_overrides)
         self.write_results(study)
+
+    def settle_stale_trials(self, study: optuna.Study) -> None:
+        """Running trials whose job stopped beating for grace_period seconds (killed, cancelled, preempted,
+        or it finished while no sweeper was there to tell the study): each is told from its run record as
+        any finished job is, so a finished record wins; one with no record is failed with the reason and
+        retried from its checkpoint (up to max_retry times). Replaces Optuna's fail_stale_trials, which
+        fails them all and records no reason."""
+        storage = study._storage
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            frozen = storage.get_trial(trial_id)
+            run_dir = frozen.user_attrs.get("run_dir") or self.sweep_dir / trial_dir_name(frozen.number)
+            self.tell(study, optuna.trial.Trial(study, trial_id), None, Path(run_dir))
+
+    def recover_finished_runs(self, study: optuna.Study) -> None:
+        """A failed trial that was not retried but whose run record says it finished (its job completed after
+        it had been declared dead, and no retry was left) gets a finished copy in the study, standing in
+        for it as a retry does: the record is the truth, and `best` and the report see the result."""
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        for failed in trials:
+            if failed.state != TrialState.FAIL or failed.number in retried or "run_dir" not in failed.user_attrs:
+                continue
+            run_dir = Path(failed.user_attrs["run_dir"])
+            summary = read_summary(run_dir)
+            if summary is None or summary.state not in ("completed", "pruned", "rejected"):
+                continue
+            values = None
+            if summary.state != "pruned":
+                value = self.recorded_value(summary)
+                values = list(value) if isinstance(value, (list, tuple)) else [value]
+            constraints = ({"budget": summary.params / summary.max_params - 1.0}
+                           if summary.params is not None and summary.max_params else None)
+            system_attrs = {**failed.system_attrs, "failed_trial": failed.system_attrs.get("failed_trial", failed.number),
+                            "retry_history": [*failed.system_attrs.get("retry_history", []), failed.number]}
+            extra = {}
+            if constraints is not None:
+                if "constraints" in inspect.signature(optuna.create_trial).parameters:  # optuna >= 5
+                    extra["constraints"] = constraints
+                else:
+                    system_attrs["constraints"] = list(constraints.values())
+            study.add_trial(optuna.create_trial(
+                state=TrialState.PRUNED if summary.state == "pruned" else TrialState.COMPLETE, values=values,
+                params=failed.params, distributions=failed.distributions,
+                user_attrs={**failed.user_attrs, **trial_facts(summary, run_dir, None, failed.user_attrs),
+                            "recovered_from": failed.number},
+                system_attrs=system_attrs, intermediate_values=failed.intermediate_values, **extra))
+            log.warning("trial %d was failed, but its run record in %s says %s: recorded again from it",
+                        failed.number, run_dir, summary.state)
 
     def run_batch(self, study, storage, trials, distributions, fixed_params, fixed_overrides) -> None:
         run_dirs, overrides = [], []
@@ -361,6 +479,10 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             run_dirs.append(run_dir)
             retried = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
             if retried is not None:
+                # the dead parent's attributes were copied: this trial is running, with no error of its own
+                for key in set(RECORDED) & set(trial.user_attrs):
+                    trial.set_user_attr(key, None)
+                trial.set_user_attr("state", "running")
                 log.warning("trial %d retries dead trial %d, resuming from its checkpoint in %s", trial.number,
                             retried, run_dir)
         returns: list[JobReturn | None]
@@ -393,13 +515,13 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             time.sleep(self.heartbeat_interval)
 
     def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> None:
-        """Tell the study how the trial ended, from its run record (and the job's return value). A trial that
-        another worker declared dead and retried meanwhile is finished already: every update below raises
-        UpdateFinishedTrialError, so nothing is recorded or counted for it."""
+        """Tell the study how the trial ended, from its run record (and the job's return value, when this
+        process launched it). A trial that another worker told meanwhile is finished already: every update
+        below raises UpdateFinishedTrialError, so nothing is recorded or counted twice."""
         summary = read_summary(run_dir)
-        facts = trial_facts(summary, run_dir, ret)
         state = summary.state if summary is not None else None
         try:
+            facts = trial_facts(summary, run_dir, ret, trial.user_attrs)
             for key, value in facts.items():
                 trial.set_user_attr(key, value)
             if summary is not None and summary.params is not None and summary.max_params:
@@ -419,7 +541,7 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
             else:
                 # no run record: the job died (killed, cancelled, preempted); retried from its checkpoint
                 trial.set_user_attr("state", "failed")
-                trial.set_user_attr("error", "the job died before finishing (killed, cancelled or preempted)")
+                trial.set_user_attr("error", DIED.format(grace=self.grace_period))
                 study.tell(trial, state=TrialState.FAIL)
                 log.warning("trial %d: its job died; it will be retried from its checkpoint", trial.number)
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
@@ -455,20 +577,63 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
 
 
 class BudgetOptunaSweeper(OptunaSweeper):
-    """Takes the settings of `hydra/sweeper: cifar_optuna` (the stock optuna ones plus recovery ones)."""
+    """Takes the settings of `hydra/sweeper: cifar_optuna` (the stock optuna ones plus recovery ones). They
+    are checked and the sampler is built in setup(), where a ConfigError reaches the user as one line
+    (an error in __init__ would come wrapped in Hydra's instantiation traceback)."""
 
     def __init__(self, sampler: Any, direction: Any, storage: Any | None, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
                  heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int = 1) -> None:
-        sampler_seed = sampler.get("seed") if isinstance(sampler, (dict, DictConfig)) else None
-        sampler = instantiate(sampler, _execution_whitelist_=TRUSTED)
-        self.sweeper = BudgetSweeperImpl(sampler, direction, storage, study_name, n_trials, n_jobs,
-                                         max_failure_rate=max_failure_rate, custom_search_space=None, params=params,
-                                         heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                         max_retry=max_retry, sampler_seed=sampler_seed)
-        if custom_search_space:
+        self.settings = dict(sampler=sampler, direction=direction, storage=storage, study_name=study_name,
+                             n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
+                             custom_search_space=custom_search_space, params=params,
+                             heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry)
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        s = self.settings
+        check_sweeper_settings(s)
+        sampler_cfg = s["sampler"]
+        sampler_seed = sampler_cfg.get("seed") if isinstance(sampler_cfg, (dict, DictConfig)) else None
+        check_targets("sampler", sampler_cfg, "hydra.sweeper.sampler")
+        sampler = instantiate(sampler_cfg, _execution_whitelist_=whitelist("sampler"))
+        self.sweeper = BudgetSweeperImpl(sampler, s["direction"], s["storage"], s["study_name"], s["n_trials"],
+                                         s["n_jobs"], max_failure_rate=s["max_failure_rate"], custom_search_space=None,
+                                         params=s["params"], heartbeat_interval=s["heartbeat_interval"],
+                                         grace_period=s["grace_period"], max_retry=s["max_retry"],
+                                         sampler_seed=sampler_seed)
+        if s["custom_search_space"]:
+            check_target("custom_search_space", "hydra.sweeper.custom_search_space", s["custom_search_space"])
             self.sweeper.custom_search_space_extender = instantiate(
-                {"_target_": custom_search_space, "_partial_": True}, _execution_whitelist_=TRUSTED)
+                {"_target_": s["custom_search_space"], "_partial_": True},
+                _execution_whitelist_=whitelist("custom_search_space"))
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+
+def check_sweeper_settings(settings: dict[str, Any]) -> None:
+    """The numbers of hydra.sweeper, each named with what it accepts."""
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    n_trials, n_jobs = settings["n_trials"], settings["n_jobs"]
+    if not (is_int(n_trials) and n_trials >= 1):
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials!r} must be an integer >= 1 (the study's total number "
+                          "of trials); e.g. hydra.sweeper.n_trials=30")
+    if not (is_int(n_jobs) and n_jobs >= 1):
+        raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs!r} must be an integer >= 1 (trials launched at once); "
+                          "e.g. hydra.sweeper.n_jobs=2")
+    rate = settings["max_failure_rate"]
+    if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate <= 1.0):
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={rate!r} must be a number in [0, 1]; "
+                          "e.g. hydra.sweeper.max_failure_rate=0.5")
+    interval, grace, retry = settings["heartbeat_interval"], settings["grace_period"], settings["max_retry"]
+    if not (is_int(interval) and interval >= 1):
+        raise ConfigError(f"hydra.sweeper.heartbeat_interval={interval!r} must be an integer >= 1 (seconds); "
+                          "e.g. hydra.sweeper.heartbeat_interval=10")
+    if not (is_int(grace) and grace > interval):
+        raise ConfigError(f"hydra.sweeper.grace_period={grace!r} must be an integer larger than "
+                          f"hydra.sweeper.heartbeat_interval={interval} (seconds); e.g. hydra.sweeper.grace_period=60")
+    if not (is_int(retry) and retry >= 0):
+        raise ConfigError(f"hydra.sweeper.max_retry={retry!r} must be an integer >= 0; e.g. hydra.sweeper.max_retry=1")
 
 
 def _choice_of(group: str, config: DictConfig, trial: optuna.trial.Trial) -> Any:

@@ -11,9 +11,9 @@ record, return. The machinery lives in `engine`, checkpoints in `checkpoint`, th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -23,14 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import sweeper  # noqa: F401  registers hydra/sweeper=cifar_optuna before Hydra composes
 from .budget import fit_width_to_budget
-from .build import count_params, instantiate_trusted
-from .checkpoint import Progress, has_checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
+from .build import count_params, instantiate_group
+from .checkpoint import (Progress, check_same_config, has_checkpoint, load_checkpoint, remove_checkpoint,
+                         save_checkpoint)
 from .data import CLASSES
 from .engine import Run, build_run, evaluate, train_epoch
-from .errors import ConfigError
+from .errors import RunFolderError, UserError, exit_with, unwritable
 from .loggers import NullLogger
-from .record import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, OBJECTIVES, RunSummary, atomic_write_text,
-                     read_summary, rejection_value, write_summary)
+from .record import (CONFIG_FILE, FINISHED, METRICS_FILE, MODEL_FILE, RunSummary, atomic_write_text, read_summary,
+                     rejection_value, write_atomically, write_summary)
+from .run_folder import RunFolderLock
 from .trial import Pruned, SweepTrial, TrialTakenOver
 from .validation import validate
 
@@ -45,7 +47,10 @@ def run_dir_of(cfg: DictConfig) -> Path:
         from hydra.core.hydra_config import HydraConfig
 
         path = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unwritable(path, e) from None
     return path
 
 
@@ -90,13 +95,16 @@ def fit(run: Run, progress: Progress, config: dict, run_dir: Path, logger, trial
             if row.val_acc is not None and row.val_acc > progress.best_val:
                 progress.best_val, progress.best_epoch = row.val_acc, epoch
             progress.train_s = earlier_s + time.perf_counter() - started
-            metrics_file.write(json.dumps(row.as_dict()) + "\n")
-            metrics_file.flush()
+            try:
+                metrics_file.write(json.dumps(row.as_dict()) + "\n")
+                metrics_file.flush()
+            except OSError as e:  # a full disk: the previous epoch's checkpoint is kept
+                raise unwritable(metrics_path, e) from None
             save_checkpoint(run, progress, config, run_dir)
             logger.log_epoch(row.as_dict())
             log_epoch_line(row, cfg.epochs)
             if trial is not None and row.val_acc is not None and isinstance(cfg.objective, str):
-                trial.report(epoch, row.val_acc)
+                trial.report(epoch, row.val_acc, last=epoch == cfg.epochs)
 
 
 def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> RunSummary:
@@ -117,7 +125,7 @@ def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> Ru
         seed=cfg.seed, resumed_at=progress.resumed_at)
 
 
-def reject(cfg: DictConfig, run_dir: Path, params: int, started: float):
+def reject(cfg: DictConfig, run_dir: Path, params: int, config: dict, started: float):
     """Over budget: recorded (also by the logger: one W&B run per trial) and never trained."""
     max_params = cfg.budget.max_params
     reason = f"{params:,} parameters > budget.max_params={max_params:,}"
@@ -125,35 +133,94 @@ def reject(cfg: DictConfig, run_dir: Path, params: int, started: float):
     summary = RunSummary(state="rejected", reason=reason, params=params, max_params=max_params,
                          model_width=cfg.model.get("width"), epochs=cfg.epochs,
                          wall_s=time.perf_counter() - started, seed=cfg.seed)
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
     write_summary(run_dir, summary)
-    logger = instantiate_trusted(cfg.logger)
-    logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, {"params": params})
+    logger = instantiate_group("logger", cfg.logger)
+    logger.start(config, run_dir, {"params": params})
     logger.log_summary(summary, {})
     logger.finish(True)
     return rejection_value(params, max_params, cfg.objective)
+
+
+def recorded_result(finished: RunSummary, config: dict, run_dir: Path, objective):
+    """resume=true on a run that already finished: its record stands (nothing is trained, tested or written
+    again), provided it was made by the same configuration."""
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file():
+        check_same_config(OmegaConf.to_container(OmegaConf.load(saved)), config,
+                          f"{run_dir} holds a {finished.state} run of", "its config.yaml")
+    log.info("%s already %s; nothing to resume", run_dir, finished.state)
+    if finished.state == "rejected":
+        return rejection_value(finished.params, finished.max_params, objective)
+    return finished.objective(objective) if finished.state == "completed" else finished.final_val_acc
+
+
+def record_failure(cfg: DictConfig, run_dir: Path, error: Exception, params, progress: Progress, started: float,
+                   logger) -> None:
+    """A failed run leaves its record too (the sweeper and the report say what failed and why), unless the
+    folder holds a finished record: a failure never replaces a finished run."""
+    done = read_summary(run_dir)
+    if done is not None and done.state in FINISHED:
+        return
+
+    def as_int(value):  # a bad value (e.g. epochs=[1,2]) is in the error; the record keeps only integers
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    summary = RunSummary(state="failed", error=f"{type(error).__name__}: {error}", params=params,
+                         max_params=as_int(cfg.budget.get("max_params")), epochs=as_int(cfg.get("epochs")),
+                         epochs_done=progress.epoch, best_val_acc=progress.best_val if progress.history else None,
+                         wall_s=time.perf_counter() - started, seed=as_int(cfg.get("seed")),
+                         resumed_at=progress.resumed_at)
+    try:
+        write_summary(run_dir, summary)
+        logger.log_summary(summary, {})
+        logger.finish(False)
+    except Exception as e:  # e.g. the disk that failed the run is still full: the first error is the one to see
+        log.error("the failure could not be recorded in %s: %s", run_dir, e)
+
+
+# a write that failed for one of these is the folder's fault, not the run's: said in one line
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+# how long a sweep job waits for its run folder: a retried trial's parent job, declared dead after missed
+# heartbeats but alive, may still be in an epoch there (it stops at its next report and lets go)
+SWEEP_FOLDER_WAIT_S = 600
 
 
 def train(cfg: DictConfig):
     """Train one configuration, write its record, return summary[cfg.objective] (a list for a list)."""
     started = time.perf_counter()
     run_dir = run_dir_of(cfg)
-    if cfg.get("resume") and not has_checkpoint(run_dir):
-        done = read_summary(run_dir)
-        if done is not None and done.state in ("completed", "pruned"):  # e.g. its job outlived its sweeper
-            log.info("%s already %s; nothing to resume", run_dir, done.state)
-            return done.objective(cfg.objective) if done.state == "completed" else done.final_val_acc
+    with RunFolderLock(run_dir, wait_s=SWEEP_FOLDER_WAIT_S if cfg.get("trial") else 0):
+        finished = read_summary(run_dir)
+        finished = finished if finished is not None and finished.state in FINISHED else None
+        if not cfg.get("resume"):
+            if finished is not None:
+                raise RunFolderError(f"{run_dir} holds a {finished.state} run; a new run there would overwrite it. "
+                                     "Use another hydra.run.dir (or output_dir), delete the folder, or pass "
+                                     "resume=true to read its result")
+            if has_checkpoint(run_dir):
+                raise RunFolderError(f"{run_dir} holds the checkpoint of an unfinished run; resume=true continues "
+                                     "it, or delete its checkpoint.pt to start over there")
+        return train_in(cfg, run_dir, finished, started)
+
+
+def train_in(cfg: DictConfig, run_dir: Path, finished: RunSummary | None, started: float):
+    """train() once the run folder is this process's: validate, size, build, fit, test, record."""
     logger, params, progress, trial = NullLogger(), None, Progress(), None
     try:
         validate(cfg)
         # inside a cifar_sweeps sweep: the job's Optuna trial (heartbeat, per-epoch reports, pruner)
-        trial = SweepTrial.from_config(cfg, pruner=instantiate_trusted(cfg.pruner))
+        trial = SweepTrial.from_config(cfg, pruner=instantiate_group("pruner", cfg.pruner))
         params = size_model(cfg)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if finished is not None:  # e.g. a sweep job that outlived its sweeper, run again
+            return recorded_result(finished, config, run_dir, cfg.objective)
         max_params = cfg.budget.get("max_params")
         if max_params is not None and params > max_params:
-            return reject(cfg, run_dir, params, started)
-        config = OmegaConf.to_container(cfg, resolve=True)
+            return reject(cfg, run_dir, params, config, started)
         atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
-        logger = instantiate_trusted(cfg.logger)
+        logger = instantiate_group("logger", cfg.logger)
         logger.start(config, run_dir, {"params": params})
         run = build_run(cfg)
         log.info("model %s: %s parameters | %d train / %d val / %d test images | device %s | run dir %s",
@@ -182,18 +249,9 @@ def train(cfg: DictConfig):
         logger.finish(True)
         return pruned.value
     except Exception as e:
-        # a failed run leaves its record too: the sweeper and the report say what failed and why
-        def as_int(value):  # a bad value (e.g. epochs=[1,2]) is in the error; the record keeps only integers
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-        summary = RunSummary(state="failed", error=f"{type(e).__name__}: {e}", params=params,
-                             max_params=as_int(cfg.budget.get("max_params")), epochs=as_int(cfg.get("epochs")),
-                             epochs_done=progress.epoch, best_val_acc=progress.best_val if progress.history else None,
-                             wall_s=time.perf_counter() - started, seed=as_int(cfg.get("seed")),
-                             resumed_at=progress.resumed_at)
-        write_summary(run_dir, summary)
-        logger.log_summary(summary, {})
-        logger.finish(False)
+        record_failure(cfg, run_dir, e, params, progress, started, logger)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:  # e.g. a logger's file on a full disk
+            raise unwritable(Path(e.filename) if e.filename else run_dir, e) from None
         raise
     finally:
         if trial is not None:
@@ -204,9 +262,10 @@ def train(cfg: DictConfig):
 def record_completed(run: Run, summary: RunSummary, progress: Progress, run_dir: Path, logger):
     """Write the finished run's record (and weights), tell the logger, return the objective's value."""
     cfg = run.cfg
+    if cfg.save_model:  # the weights first: a completed record always comes with its model.pt
+        state = run.final_model.state_dict()
+        write_atomically(run_dir / MODEL_FILE, lambda tmp: torch.save(state, tmp))
     write_summary(run_dir, summary)
-    if cfg.save_model:
-        torch.save(run.final_model.state_dict(), run_dir / MODEL_FILE)
     if not cfg.keep_checkpoint:
         remove_checkpoint(run_dir)
     logger.log_summary(summary, {"model": run.final_model, "test_batches": run.test_batches,
@@ -219,19 +278,26 @@ def record_completed(run: Run, summary: RunSummary, progress: Progress, run_dir:
     return summary.objective(cfg.objective)
 
 
-@hydra.main(config_path="pkg://cifar_sweeps.conf", config_name="train")
+# what Hydra itself may instantiate from conf/train.yaml (hydra.callbacks); each group's own objects are
+# checked per group (cifar_sweeps.targets)
+HYDRA_TRUSTED = ["cifar_sweeps.run_folder.RunFolderCheck"]
+
+
+@hydra.main(config_path="pkg://cifar_sweeps.conf", config_name="train", execution_whitelist=HYDRA_TRUSTED)
 def main(cfg: DictConfig):
+    # a log file on a full disk must not turn every later log line into a traceback: the error that
+    # stops the run is said once, below
+    logging.raiseExceptions = False
     try:
         return train(cfg)
-    except ConfigError as e:
+    except UserError as e:
         # one clear line instead of a traceback; in a sweep the sweeper records the failure
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(e)
 
 
 if __name__ == "__main__":

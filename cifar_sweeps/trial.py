@@ -72,8 +72,9 @@ class SweepTrial:
                 log.debug("heartbeat of trial %d failed: %s", self.number, e)
             self._stop.wait(interval)
 
-    def report(self, epoch: int, value: float) -> None:
-        """Record the epoch's value; raise Pruned when the pruner says stop."""
+    def report(self, epoch: int, value: float, last: bool = False) -> None:
+        """Record the epoch's value; raise Pruned when the pruner says stop. The `last` epoch is never pruned:
+        the run is fully trained by then, and stopping it would only throw the result away."""
         import optuna
 
         try:
@@ -81,7 +82,7 @@ class SweepTrial:
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise TrialTakenOver(f"trial {self.number} was finished while this job ran (declared dead after "
                                  f"missed heartbeats, and retried); this job stops") from e
-        if self.trial.should_prune():
+        if not last and self.trial.should_prune():
             raise Pruned(epoch, value)
 
     def report_resumed(self, history: list[dict]) -> None:

@@ -20,10 +20,11 @@ from omegaconf import DictConfig
 
 from .augment import check_augment
 from .budget import MAX_WIDTH
-from .data import check_sizes
+from .data import check_batch_size, check_sizes
 from .engine import resolve_device
 from .errors import ConfigError
 from .record import OBJECTIVES
+from .targets import check_targets
 
 # torch.set_num_threads takes a C int (threads=2**31 is a ValueError inside torch) and starts that many
 # OpenMP workers: far more than any machine's cores only thrash. 1024 is above any node here
@@ -222,8 +223,17 @@ def check_run_settings(cfg: DictConfig) -> None:
     check_number(cfg, "loss.label_smoothing", 0.0, 1.0, high_open=True, example=0.1)
 
 
+def check_groups(cfg: DictConfig) -> None:
+    """Each group's `_target_`s name only what that group builds (cifar_sweeps.targets)."""
+    for group in ("model", "norm", "optimizer", "scheduler", "logger", "pruner"):
+        node = _select(cfg, group, None)
+        if node is not None:
+            check_targets(group, node)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every key a run uses; raise ConfigError naming the first bad one."""
+    check_groups(cfg)
     # each key's own type and range first; then the checks that combine keys (objective vs
     # data.val_size, nesterov vs momentum), so a bad value is named as itself
     check_run_settings(cfg)
@@ -231,6 +241,7 @@ def validate(cfg: DictConfig) -> None:
     check_scheduler(cfg)
     check_model(cfg)
     check_data(cfg)
+    check_batch_size(cfg.batch_size, cfg.data)
     check_objective(cfg)
     check_budget(cfg)
     check_augment(cfg.augment)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cifar_sweeps.augment import build_albumentations, build_tensor_pipeline
-from cifar_sweeps.build import build_model, build_optimizer, build_scheduler, count_params, instantiate_trusted
+from cifar_sweeps.build import build_model, build_optimizer, build_scheduler, count_params, instantiate_group
 
 from cifar_sweeps.best import as_overrides, ranked_trials
 from conftest import CONF_DIR, ROOT, compose_cfg
@@ -67,7 +67,7 @@ def test_augment_options_build_on_their_backend(name):
 @pytest.mark.parametrize("name", options("logger"))
 def test_loggers_build(name):
     cfg = compose_cfg([f"logger={name}"])
-    logger = instantiate_trusted(cfg.logger)
+    logger = instantiate_group("logger", cfg.logger)
     assert hasattr(logger, "log_epoch") and hasattr(logger, "finish")
 
 

@@ -90,3 +90,17 @@ def test_a_job_whose_trial_was_retried_meanwhile_leaves_the_folder_alone(tmp_pat
     with pytest.raises(TrialTakenOver, match="trial 0 of study taken is already FAIL"):
         train(cfg)
     assert not list((tmp_path / "run").iterdir())  # no config, no record, no checkpoint
+
+
+@pytest.mark.parametrize("epochs, state", [(3, TrialState.PRUNED), (2, TrialState.COMPLETE)])
+def test_a_trial_is_never_pruned_at_its_last_epoch(epochs, state, tmp_path, cifar_npz):
+    """A pruner that stops every trial once its 2-epoch warm-up is over: a 3-epoch trial is stopped at epoch 2;
+    for a 2-epoch trial, epoch 2 is its last, where it is fully trained: stopping it would only discard the
+    result, so it completes and is tested (docs/pruning.md)."""
+    study = sweep(tmp_path, cifar_npz, "hydra.sweeper.n_trials=1", f"epochs={epochs}", "pruner=none",
+                  "pruner._target_=optuna.pruners.ThresholdPruner", "+pruner.lower=1.1", "+pruner.n_warmup_steps=2")
+    (trial,) = study.trials
+    assert trial.state == state and sorted(trial.intermediate_values) == list(range(1, 3))
+    summary = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
+    assert summary["state"] == ("pruned" if state == TrialState.PRUNED else "completed")
+    assert (summary["test_acc"] is not None) == (state == TrialState.COMPLETE)
