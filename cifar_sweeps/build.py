@@ -16,13 +16,29 @@ def instantiate_group(group: str, config, *args, **kwargs):
     """hydra.utils.instantiate of one config group's node, which may build only its group's kind of object
     (cifar_sweeps.targets: a model config a model, a logger config a logger)."""
     check_targets(group, config)
-    return instantiate(config, *args, _execution_whitelist_=whitelist(group), **kwargs)
+    try:
+        return instantiate(config, *args, _execution_whitelist_=whitelist(group), **kwargs)
+    except InstantiationException as e:  # e.g. a keyword the class does not take
+        raise ConfigError(f"{group}._target_={config.get('_target_')}: cannot build it from the {group} config: "
+                          f"{e.__cause__ or e}") from None
+
+
+def call_partial(group: str, config, *args, **kwargs):
+    """Build a `_partial_` group (optimizer, scheduler) and call it; its keywords are only checked by the call."""
+    factory = instantiate_group(group, config)
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as e:  # e.g. optimizer._target_=torch.optim.Adam with SGD's momentum
+        raise ConfigError(f"{group}._target_={config.get('_target_')}: cannot build it from the {group} config: "
+                          f"{e}") from None
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
     """The model of `cfg.model` with the norm layer of `cfg.norm`."""
+    check_targets("model", cfg.model)
+    norm = instantiate_group("norm", cfg.norm)
     try:
-        return instantiate_group("model", cfg.model, norm=instantiate_group("norm", cfg.norm))
+        return instantiate(cfg.model, norm=norm, _execution_whitelist_=whitelist("model"))
     except (InstantiationException, TypeError) as e:  # TypeError: the norm factory called with the wrong keys
         raise ConfigError(f"model._target_={cfg.model.get('_target_')} with norm._target_={cfg.norm.get('_target_')}: "
                           f"cannot build the model from the model/norm config: {e.__cause__ or e}") from None
@@ -37,7 +53,7 @@ def count_params(cfg: DictConfig) -> int:
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return instantiate_group("optimizer", cfg.optimizer)(params=model.parameters())
+    return call_partial("optimizer", cfg.optimizer, params=model.parameters())
 
 
 def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: int):
@@ -62,4 +78,4 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: in
             sched_cfg["pct_start"] = 1.5 / units if units >= 2 else 0.5
     elif target.endswith("CosineAnnealingLR"):
         sched_cfg["T_max"] = units
-    return instantiate_group("scheduler", sched_cfg)(optimizer), interval
+    return call_partial("scheduler", OmegaConf.create(sched_cfg), optimizer), interval

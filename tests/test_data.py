@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
-from cifar_sweeps.data import load_cifar10, stratified_take
+from cifar_sweeps.data import load_cifar10, load_npz, stratified_take
+from cifar_sweeps.errors import ConfigError
 
 
 def data_cfg(npz, **kw):
@@ -44,3 +48,46 @@ def test_stratified_take_prefix_is_balanced():
     idx = stratified_take(y, 25, np.random.default_rng(0))
     assert len(set(idx)) == 25
     assert np.bincount(y[idx]).tolist() == [9, 8, 8]
+
+
+# -- files that are not CIFAR-10 npz archives: named, with what is wrong ----------------------------------
+
+def bad_npz_error(path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_npz(path)
+    return str(err.value)
+
+
+def test_a_device_or_fifo_is_not_a_regular_file(tmp_path):
+    assert "'/dev/zero' is not a regular file" in bad_npz_error("/dev/zero")
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    assert "is not a regular file" in bad_npz_error(fifo)  # never opened: reading a FIFO would block
+    assert "does not exist" in bad_npz_error(tmp_path / "missing.npz")
+
+
+def test_a_text_or_sparse_file_is_not_an_npz_archive(tmp_path):
+    text = tmp_path / "notes.npz"
+    text.write_text("x_train,y_train\n1,2\n")
+    sparse = tmp_path / "sparse.npz"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB of holes
+    for path in (text, sparse):
+        assert f"'{path}' is not an npz archive" in bad_npz_error(path)
+
+
+def test_string_labels_are_named(tmp_path, cifar_npz):
+    with np.load(cifar_npz) as f:
+        arrays = {k: f[k][:100] for k in f.files}
+    names = np.array(["cat", "dog"] * 50)
+    np.savez(tmp_path / "strings.npz", **{**arrays, "y_train": names})
+    assert "'y_train' must hold integer class labels 0..9, got dtype <U3" in bad_npz_error(tmp_path / "strings.npz")
+
+
+def test_size_errors_on_a_small_file_suggest_a_value_that_fits(tmp_path, cifar_npz):
+    with np.load(cifar_npz) as f:
+        np.savez(tmp_path / "small.npz", **{k: f[k][:300] for k in f.files})
+    with pytest.raises(ConfigError) as err:
+        load_cifar10(data_cfg(tmp_path / "small.npz", val_size=5000), seed=0)
+    message = str(err.value)
+    assert "must be an integer in [0, 298]" in message and "e.g. data.val_size=30" in message, message

@@ -102,3 +102,71 @@ def test_a_mistyped_search_key_fails_loudly_before_any_trial(tmp_path):
     assert proc.returncode != 0
     assert "'augment.ops.2.p' is not a key of the config" in proc.stderr
     assert not (tmp_path / "runs" / "trial_0000").exists()
+
+
+def start_sweep(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, path: Path, what: str, timeout: float = 300) -> None:
+    """SIGKILL the sweep's whole process group the moment `path` appears."""
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert proc.poll() is None and time.time() < deadline, f"the sweep never reached {what}"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_run_that_completed_while_no_sweeper_was_there_counts_with_its_result(tmp_path, cifar_npz):
+    """The issue's sequence: trial 0 killed after its first epoch; the restarted sweep retries it (trial 1,
+    the last retry max_retry=1 allows) and is killed the moment the retry's run record is written, before it
+    could tell the study; a third start finds trial 1 without heartbeat. Its run record says completed, so
+    the study says so too, with the record's value, and `best` sees it."""
+    cmd = sweep_cmd(tmp_path, cifar_npz, "hydra.sweeper.n_trials=2")
+    first = tmp_path / "runs" / "trial_0000"
+    kill_when(start_sweep(cmd), first / "checkpoint.pt", "trial 0's first checkpoint")
+    time.sleep(5)  # > grace_period: trial 0 is stale for the next start
+    kill_when(start_sweep(cmd), first / "summary.json", "the retry's run record")
+    record = json.loads((first / "summary.json").read_text())
+    assert record["state"] == "completed"
+    time.sleep(5)
+    out = run(cmd)
+
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], \
+        [(t.number, t.state, t.user_attrs) for t in trials]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["run_dir"] == str(first)
+    assert retry.value == record["best_val_acc"]
+    # its attributes are its own record's, not its dead parent's
+    assert retry.user_attrs["state"] == "completed" and retry.user_attrs.get("error") is None
+    assert trials[0].user_attrs["error"].startswith("the job died before finishing (no heartbeat for 4 s")
+    assert json.loads((first / "summary.json").read_text()) == record  # told from the record, not re-run
+    assert "trial 1: its job died" not in out.stdout + out.stderr
+    best = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "budget_50k", "--storage",
+                           f"sqlite:///{tmp_path / 'study.db'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0, best.stderr[-2000:]
+    winner = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert best.stderr.startswith(f"trial {winner.number}: ")
+
+
+def test_a_failed_trial_whose_record_says_completed_is_recorded_again(tmp_path, cifar_npz):
+    """A study where a trial was failed for good although its run went on to complete (a study written before
+    this check, or a job that lost its heartbeats while it trained on): the next start of the sweep records
+    the run's result in a stand-in trial, as a retry would, and counts it once."""
+    run(sweep_cmd(tmp_path, cifar_npz, "hydra.sweeper.n_trials=1", "epochs=1"))
+    done = study(tmp_path).trials[0]
+    run_dir = Path(done.user_attrs["run_dir"])
+    # the same run, as a study would hold it had the heartbeat check failed it for good
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    lost = optuna.create_study(study_name="lost", storage=storage, direction="maximize")
+    lost.add_trial(optuna.create_trial(state=TrialState.FAIL, params=done.params, distributions=done.distributions,
+                                       user_attrs={**done.user_attrs, "state": "failed", "error": "declared dead"}))
+    out = run(sweep_cmd(tmp_path, cifar_npz, "hydra.sweeper.n_trials=1", "epochs=1", "hydra.sweeper.study_name=lost"))
+    trials = optuna.load_study(study_name="lost", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # no new trial was run
+    assert trials[1].value == done.value and trials[1].params == done.params
+    assert trials[1].user_attrs["recovered_from"] == 0 and trials[1].user_attrs["error"] is None
+    assert trials[1].system_attrs["retry_history"] == [0]
+    assert f"its run record in {run_dir} says completed" in out.stdout + out.stderr

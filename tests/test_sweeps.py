@@ -160,3 +160,38 @@ def test_best_names_the_studies_there_when_the_study_is_missing(tmp_path, cifar_
                            f"sqlite:///{tmp_path / 'study.db'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "no study 'nope'" in proc.stderr and "budget_50k" in proc.stderr
+
+
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    """The sweep's error, said in one line (Optuna's experimental-feature warnings aside)."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if "ExperimentalWarning" not in line
+             and line.strip() != "optuna_warn("]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 must be an integer >= 1"),
+    ("hydra.sweeper.n_trials=-3", "hydra.sweeper.n_trials=-3 must be an integer >= 1"),
+    ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 must be an integer >= 1"),
+    ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 must be an integer >= 1"),
+    ("hydra.sweeper.grace_period=5", "hydra.sweeper.grace_period=5 must be an integer larger than"),
+    ("hydra.sweeper.max_failure_rate=2", "hydra.sweeper.max_failure_rate=2.0 must be a number in [0, 1]"),
+])
+def test_bad_sweeper_settings_are_one_line_before_any_trial(override, message, tmp_path):
+    line = one_line(sweep(tmp_path, override, check=False))
+    assert line.startswith(message), line
+    assert not (tmp_path / "study.db").exists() and not list((tmp_path / "runs").glob("trial_*"))
+
+
+def test_a_damaged_or_unreachable_storage_is_one_line(tmp_path):
+    from servers import free_port
+
+    (tmp_path / "study.db").write_text("not a database\n" * 100)
+    line = one_line(sweep(tmp_path, "hydra.sweeper.n_trials=1", check=False))
+    assert line.startswith(f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}: cannot open")
+    assert "the SQLite file is not a database or is damaged" in line
+    nobody = f"postgresql+psycopg2://optuna:not-said@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    line = one_line(sweep(tmp_path, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={nobody}", check=False))
+    assert "the server cannot be reached" in line and "not-said" not in line

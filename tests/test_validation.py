@@ -72,6 +72,13 @@ def stopped_in_validation(override: str, tmp_path, *extra: str) -> ConfigError:
     ("budget.max_params=abc", "budget.max_params"), ("objective=null", "objective"), ("objective=1", "objective"),
     ("objective=[]", "objective"), ("device=null", "device"), ("device=1.5", "device"), ("device=meta", "device"),
     ("device=cuda:abc", "device"), ("eval_batch_size=0", "eval_batch_size"), ("seed=4294967296", "seed"),
+    # a batch larger than the training split: every epoch one partial step
+    ("batch_size=300", "batch_size"),
+    # each group builds only its own kind of object (cifar_sweeps.targets)
+    ("logger._target_=cifar_sweeps.record.write_summary", "logger._target_"),
+    ("optimizer._target_=torch.nn.ReLU", "optimizer._target_"), ("scheduler._target_=os.remove", "scheduler._target_"),
+    ("pruner._target_=cifar_sweeps.checkpoint.remove_checkpoint", "pruner._target_"),
+    ("model._target_=builtins.eval", "model._target_"), ("norm._target_=shutil.rmtree", "norm._target_"),
 ])
 def test_bad_values_are_named_before_data_is_loaded(override, key, tmp_path):
     assert key in str(stopped_in_validation(override, tmp_path))
@@ -124,10 +131,12 @@ MAIN_KEYS = ["epochs", "batch_size", "eval_batch_size", "seed", "threads", "opti
              "augment.ops.crop.pad", "augment.ops.cutout.size", "augment.ops.crop.fill", "augment.ops.cutout.fill",
              "scheduler.pct_start", "scheduler.max_lr", "scheduler.interval", "tta_flip", "tta_translate",
              "channels_last", "amp", "compile", "budget.max_params", "budget.fit_width", "budget.min_width",
-             "objective", "device"]
+             "objective", "device", "model._target_", "norm._target_", "optimizer._target_", "scheduler._target_",
+             "logger._target_", "pruner._target_"]
 ODD_VALUES = [None, True, False, 0, 1, -1, 2, 33, 2**31, 2**32, 2**63, -(10**30), 10**400, 0.0, -0.0, 0.5, 1.0,
               1.5, -0.5, 1e-12, 1e9, math.nan, math.inf, -math.inf, "abc", "", "1", "auto", "mean", "cpu", "meta",
-              "cuda:x", "best_val_acc", [], [1, 2], [0, 128, 255], ["best_val_acc", "params"], {"a": 1}]
+              "cuda:x", "best_val_acc", [], [1, 2], [0, 128, 255], ["best_val_acc", "params"], {"a": 1},
+              "os.system", "cifar_sweeps.record.write_summary", "torch.optim.SGD", "torch.nn.ReLU", "nonexistent.Thing"]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +167,8 @@ KEYS = ["epochs", "batch_size", "eval_batch_size", "seed", "threads", "optimizer
         "data.test_subset", "loss.label_smoothing", "grad_clip_value", "ema_decay", "augment.ops.hflip.p",
         "augment.ops.cutout.p", "+augment.ops.crop.p", "augment.ops.crop.pad", "augment.ops.cutout.size",
         "augment.ops.crop.fill", "augment.ops.cutout.fill", "scheduler.pct_start", "tta_flip", "channels_last",
-        "budget.max_params", "objective", "device"]
+        "budget.max_params", "objective", "device", "model._target_", "norm._target_", "optimizer._target_",
+        "scheduler._target_", "logger._target_", "pruner._target_"]
 SMALL_ONLY = {"epochs"}
 # summary.json records these from the config as they are; a list there is the known train.py bug of
 # test_container_values_of_recorded_keys_are_config_errors, so they get no list values here
@@ -173,12 +183,19 @@ FLOATS = st.sampled_from(["0.0", "-0.5", "0.5", "0.99", "1.0", "1.5", "1e-12", "
 STRINGS = st.sampled_from(["abc", "'a b'", "''", "'1'", "auto", "mean", "cpu", "cuda", "meta", "best_val_acc",
                            "test_acc", "params"])
 CONTAINERS = st.sampled_from(["[]", "[1,2]", "[0,128,255]", "[best_val_acc,params]", "{a:1}"])
+# callables of every group's kind and of none: a group runs with its own kind and names the key otherwise
+TARGETS = st.sampled_from(["os.system", "builtins.eval", "cifar_sweeps.record.write_summary",
+                           "cifar_sweeps.checkpoint.remove_checkpoint", "torch.optim.SGD", "torch.optim.Adam",
+                           "torch.nn.ReLU", "torch.optim.lr_scheduler.StepLR", "optuna.pruners.NopPruner",
+                           "cifar_sweeps.loggers.NullLogger", "cifar_sweeps.models.AirNet", "nonexistent.Thing"])
 
 
 @st.composite
 def key_and_value(draw):
     key = draw(st.sampled_from(KEYS))
     kinds = [SMALL_INTS, FLOATS, STRINGS, st.sampled_from(["true", "false", "null"])]
+    if key.endswith("._target_"):
+        kinds = [TARGETS, TARGETS, TARGETS, STRINGS, st.sampled_from(["null", "1"])]
     if key not in SMALL_ONLY:
         kinds.append(HUGE_INTS)
     if key not in NO_CONTAINERS:
