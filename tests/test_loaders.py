@@ -83,11 +83,12 @@ def test_both_backends_train_a_model_a_few_steps(tiny_cfg, tmp_path):
     small = ["model=skip_s8", "scheduler=none", "data.train_subset=256", "data.val_size=128", "data.test_subset=128",
              "batch_size=64", "eval_batch_size=128"]
     for backend_overrides in (["augment=flip_crop"], ["augment=s6_album", "+augment.workers=1"]):
-        cfg = tiny_cfg(*small, *backend_overrides)
+        run_dir = tmp_path / backend_overrides[0].split("=")[1]
+        cfg = tiny_cfg(*small, *backend_overrides, f"output_dir={run_dir}")
         train(cfg)
-        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["state"] == "completed", summary
-        row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+        row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
         assert np.isfinite(row["train_loss"]) and row["img_s"] > 0
 
 
