@@ -89,7 +89,9 @@ def test_a_job_whose_trial_was_retried_meanwhile_leaves_the_folder_alone(tmp_pat
     cfg = tiny_cfg(f"trial={{storage:'{storage}',study:taken,number:0}}", "resume=true")
     with pytest.raises(TrialTakenOver, match="trial 0 of study taken is already FAIL"):
         train(cfg)
-    assert not list((tmp_path / "run").iterdir())  # no config, no record, no checkpoint
+    # no config, no record, no checkpoint: only the run-folder lock's file, empty once released
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".run.lock"]
+    assert (tmp_path / "run" / ".run.lock").read_text() == ""
 
 
 @pytest.mark.parametrize("epochs, state", [(3, TrialState.PRUNED), (2, TrialState.COMPLETE)])
