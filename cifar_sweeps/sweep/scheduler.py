@@ -145,6 +145,8 @@ class Scheduler:
                 log.warning("the launcher lost a job (%s: %s); its trial's run record decides",
                             type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             returns = [None] * len(jobs)
+        for job in jobs:  # ended, or lost: from here on only a job that still runs beats for its trial
+            self.heartbeats.discard(job.trial._trial_id)
         if any(r is None for r in returns) and not self.stop.is_set():
             self.wait_for_records([job for job, r in zip(jobs, returns) if r is None])
         return returns
@@ -160,7 +162,6 @@ class Scheduler:
 
     def finish(self, job: Job, ret: JobReturn | None) -> None:
         """Tell the study how the job ended and show where the sweep stands."""
-        self.heartbeats.discard(job.trial._trial_id)
         if self.stop.is_set() and ret is None and read_summary(job.run_dir) is None:
             self.freed.set()
             return  # interrupted: `interrupt` fails it and queues its retry
