@@ -4,8 +4,8 @@ tests/servers.py), under `hydra.sweeper.schedule=batch` (Hydra's classic policy)
 
     CIFAR10_NPZ=/path/cifar10.npz python results/scheduling_cpu/run.py     # as root (SLURM)
 
-For each run: wall time of the sweep process, trials/hour, and busy share = sum of the trials' run times
-(the study's start and complete times) / (slots x wall). Fit-to-budget models differ in cost and the
+For each run: wall time of the sweep process, trials/hour, and busy share = sum of the trials' job times
+(from the trial's start to its job's run record) / (slots x wall). Fit-to-budget models differ in cost and the
 median pruner stops some trials early, so trial lengths differ. Writes summary.json beside this file.
 """
 
@@ -40,6 +40,14 @@ LAUNCHERS = {
 }
 
 
+def job_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """From the trial's start (asked, then launched at once) to its job's end: when the job wrote its run
+    record. The study's complete time is when the sweeper told it, which under the batch policy is when the
+    whole batch has ended, so it would count a finished job's idle slot as busy."""
+    record = Path(trial.user_attrs["run_dir"]) / "summary.json"
+    return record.stat().st_mtime - trial.datetime_start.timestamp()
+
+
 def measure(launcher: str, schedule: str, workdir: Path, env: dict) -> dict:
     storage = f"sqlite:///{workdir / 'study.db'}"
     cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", *TRIAL, *LAUNCHERS[launcher],
@@ -50,7 +58,7 @@ def measure(launcher: str, schedule: str, workdir: Path, env: dict) -> dict:
     wall = time.perf_counter() - started
     assert code == 0, f"the sweep failed: see {workdir / 'sweep.log'}"
     trials = optuna.load_study(study_name="budget_50k", storage=storage).trials
-    run_s = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete]
+    run_s = [job_seconds(t) for t in trials]
     states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
     return {"launcher": launcher, "schedule": schedule, "slots": SLOTS, "wall_s": round(wall, 1),
             "trials": len(trials), "completed": states["COMPLETE"], "pruned": states["PRUNED"],
