@@ -6,7 +6,8 @@ for the rest of the batch, so a batch-mate that is still queued, or was preempte
 holds a requeued job back for a while), would be declared dead after `grace_period` and retried for
 nothing. `SlurmLauncher` (`_target_` of the `slurm_gpu` and `slurm_cpu` presets) waits for every job
 of the batch and returns None for a job that left no result; the sweeper then judges that trial by its
-run record and retries it from its checkpoint. Everything else (settings, job arrays, submitit's
+run record and retries it from its checkpoint. A job launched alone (the sweeper's start-on-free slots)
+is named after its trial folder (`trial_0007` in squeue and sacct). Everything else (settings, job arrays, submitit's
 checkpoint-and-requeue on preemption and time limits) is the upstream launcher's.
 
 Registered as a Hydra plugin through the `hydra.plugins` entry point (setup.cfg); imported during
@@ -56,8 +57,19 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             job_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        if len(job_overrides) == 1 and trial_folder(job_overrides[0]):
+            # one trial, one job (start-on-free): named after its folder, so squeue and sacct say which trial runs
+            executor.update_parameters(name=trial_folder(job_overrides[0]))
         jobs = executor.map_array(self, *zip(*job_args))
         return [result_or_none(job) for job in jobs]
+
+
+def trial_folder(overrides: Sequence[str]) -> str | None:
+    """The name of a sweep job's run folder (trial_0007), from the sweeper's hydra.sweep.subdir override."""
+    for override in overrides:
+        if override.startswith("hydra.sweep.subdir="):
+            return Path(override.split("=", 1)[1].strip("'\"")).name
+    return None
 
 
 def result_or_none(job: Any) -> JobReturn | None:

@@ -173,6 +173,10 @@ class SlurmCluster:
         """Job ids in the queue (array tasks as JOBID_INDEX)."""
         return self.run("squeue", "-h", "-o", "%i").split()
 
+    def jobs_by_name(self) -> dict[str, str]:
+        """Job name -> job id of the jobs in the queue (a sweep names each job after its trial folder)."""
+        return dict(line.split() for line in self.run("squeue", "-h", "-o", "%j %i").splitlines() if line.strip())
+
 
 SLURM_CONF = """\
 ClusterName=cifar

@@ -91,7 +91,8 @@ def test_slurm_sweep_survives_a_cancelled_and_a_preempted_job(tmp_path, cifar_np
     while not ((cancelled / "checkpoint.pt").is_file() and (preempted / "checkpoint.pt").is_file()):
         assert sweeper.poll() is None and time.time() < deadline, "trials 0 and 1 never finished an epoch"
         time.sleep(0.05)
-    tasks = {job.rsplit("_", 1)[1]: job for job in slurm.jobs()}  # batch 1 is one job array: trials 0, 1
+    jobs = slurm.jobs_by_name()  # each trial's job is named after its folder
+    tasks = {"0": jobs["trial_0000"], "1": jobs["trial_0001"]}
     slurm.run("scancel", tasks["0"])
     slurm.run("scancel", "--signal=USR2", tasks["1"])
     out = sweeper.communicate(timeout=600)[0]
@@ -135,3 +136,24 @@ def test_submitit_local_launcher_runs_trials_as_processes(tmp_path, cifar_npz):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)
     assert list((tmp_path / "runs" / ".submitit").glob("*/*_log.out"))
+
+
+def test_slurm_slots_start_the_next_trial_when_a_job_ends(tmp_path, cifar_npz, slurm):
+    """Start-on-free with every trial a SLURM job: trials of 1 and 4 epochs, 2 slots; a slot freed by a
+    short job gets the next trial while a long job of the same sweep still runs."""
+    from test_sweeps import slot_reused
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = sweep_cmd(tmp_path / "runs", storage, cifar_npz, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                    "epochs=choice(1,4)", "model=skip_s8", "data.train_subset=600", "hydra/launcher=slurm_cpu",
+                    "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                    "hydra.launcher.timeout_min=10")
+    cmd = [c for c in cmd if c != "epochs=3"]  # searched here, not fixed
+    proc = subprocess.run(cmd, cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="budget_50k", storage=storage).trials
+    assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE}
+    assert {t.params["epochs"] for t in trials} == {1, 4}
+    assert slot_reused(trials)
+    # every trial its own SLURM job (submitit keeps a folder per job)
+    assert len([d for d in (tmp_path / "runs" / ".submitit").iterdir() if d.is_dir()]) == 4

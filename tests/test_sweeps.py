@@ -21,7 +21,9 @@ TINY_TRIAL = ["data.train_subset=300", "data.val_size=100", "data.test_subset=10
 def sweep(tmp_path: Path, *overrides: str, search: str = "budget_50k", npz: Path | str | None = None,
           check: bool = True) -> subprocess.CompletedProcess:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", f"hparams_search={search}", *TINY_TRIAL,
+    given = {o.split("=", 1)[0] for o in overrides}
+    base = [o for o in TINY_TRIAL if o.split("=", 1)[0] not in given]  # e.g. epochs searched instead of fixed
+    cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", f"hparams_search={search}", *base,
            f"data.npz={npz if npz is not None else tmp_path / 'missing.npz'}",
            f"hydra.sweep.dir={tmp_path / 'runs'}", f"hydra.sweeper.storage={storage}", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -195,3 +197,66 @@ def test_a_damaged_or_unreachable_storage_is_one_line(tmp_path):
     nobody = f"postgresql+psycopg2://optuna:not-said@127.0.0.1:{free_port()}/optuna"  # nothing listens there
     line = one_line(sweep(tmp_path, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={nobody}", check=False))
     assert "the server cannot be reached" in line and "not-said" not in line
+
+
+def slot_reused(trials) -> bool:
+    """Some trial started after another trial ended while a third, started before that end, still ran: a
+    freed slot was filled at once. Under the batch policy a new trial waits for its whole batch to end."""
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
+    return any(start_y < end_w <= start_x < end_y
+               for start_w, end_w in spans for start_x, _ in spans for start_y, end_y in spans
+               if start_w != start_x != start_y != start_w)
+
+
+# trials of clearly different length: 1 or 4 epochs, drawn per trial (the sampler is seeded per trial)
+MIXED_LENGTHS = ["epochs=choice(1,4)", "hydra.sweeper.n_trials=5", "hydra/launcher=joblib",
+                 "hydra.sweeper.n_jobs=2", "model=skip_s8", "data.train_subset=600"]
+
+
+@pytest.mark.parametrize("schedule", ["free", "batch"])
+def test_a_freed_slot_starts_the_next_trial_at_once(schedule, tmp_path, cifar_npz):
+    proc = sweep(tmp_path, *MIXED_LENGTHS, f"hydra.sweeper.schedule={schedule}", npz=cifar_npz)
+    trials = load(tmp_path, "budget_50k").trials
+    assert len(trials) == 5 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert {t.params["epochs"] for t in trials} == {1, 4}  # the lengths differ
+    assert slot_reused(trials) == (schedule == "free")
+    # a progress line after each trial, the last one with the whole study
+    assert "sweep: 5/5 trials done, 0 running, 0 pruned, 0 failed | best " in proc.stdout + proc.stderr
+
+
+def test_ctrl_c_stops_local_jobs_and_a_rerun_retries_them_from_their_checkpoints(tmp_path, cifar_npz):
+    import os
+    import signal
+    import time
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    longer = ["epochs=4", "data.train_subset=2000"]
+    cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", "hparams_search=budget_50k",
+           *[o for o in TINY_TRIAL if not o.startswith(("epochs=", "data.train_subset="))], *longer,
+           f"data.npz={cifar_npz}", f"hydra.sweep.dir={tmp_path / 'runs'}", f"hydra.sweeper.storage={storage}",
+           "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", "model=skip_s8"]
+    # as from a terminal: SIGINT raises KeyboardInterrupt (a background parent may have set it to be ignored)
+    sweeper = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while len(list((tmp_path / "runs").glob("trial_000*/checkpoint.pt"))) < 2:
+        assert sweeper.poll() is None and time.time() < deadline, "the trials never checkpointed"
+        time.sleep(0.05)
+    os.kill(sweeper.pid, signal.SIGINT)  # the sweeper alone: its joblib workers get no signal of their own
+    out = sweeper.communicate(timeout=120)[0]
+    assert sweeper.returncode == 130, out[-3000:]
+    assert "interrupted: 2 running trial(s) stopped and queued for a retry" in out
+    trials = load(tmp_path, "budget_50k").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2 + [optuna.trial.TrialState.WAITING] * 2
+    assert all(t.user_attrs["error"].startswith("interrupted (Ctrl-C)") for t in trials[:2])
+    # the workers were stopped: no epoch is added after the interrupt
+    epochs = {d: (d / "metrics.jsonl").read_text() for d in (tmp_path / "runs").glob("trial_000*")}
+    time.sleep(3)
+    assert {d: (d / "metrics.jsonl").read_text() for d in epochs} == epochs
+
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+    trials = load(tmp_path, "budget_50k").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2 + [optuna.trial.TrialState.COMPLETE] * 2
+    for retry in trials[2:]:
+        summary = json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["state"] == "completed" and summary["resumed_at"] and summary["resumed_at"][0] >= 1
