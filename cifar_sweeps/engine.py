@@ -33,7 +33,7 @@ from .errors import ConfigError
 from .loaders import AlbumentationsBatches, Normalize, TensorBatches, cpu_workers
 from .receptive_field import receptive_field
 from .record import EpochRow
-from .speed import CHANNELS_LAST_BF16_ON_CPU, resolve_amp, use_fast_modules
+from .speed import BF16_ON_CPU, resolve_amp, use_fast_modules
 
 log = logging.getLogger("cifar_sweeps")
 
@@ -92,7 +92,7 @@ def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: s
                           amp: bool = False) -> bool:
     """`channels_last=auto`: on for CUDA; on a CPU in fp32, on for BatchNorm nets and off for GroupNorm /
     LayerNorm nets, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`); on a
-    CPU in bf16, as the zoo benchmark measured for the net (`speed.CHANNELS_LAST_BF16_ON_CPU`).
+    CPU in bf16, the format the zoo benchmark measured fastest for the net (`speed.BF16_ON_CPU`).
     Always off on CPU for a net that would hang in it."""
     if device.type == "cpu" and has_narrow_strided_pointwise_conv(model):
         if channels_last is True:
@@ -102,7 +102,7 @@ def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: s
     if channels_last != "auto":
         return bool(channels_last)
     if device.type == "cpu" and amp:
-        return CHANNELS_LAST_BF16_ON_CPU.get((type(model).__name__, norm_kind), norm_kind == "bn")
+        return BF16_ON_CPU.get((type(model).__name__, norm_kind), norm_kind == "bn")
     return device.type == "cuda" or norm_kind == "bn"
 
 

@@ -6,7 +6,7 @@ that compute the same thing.
 
 `amp=auto` turns bf16 autocast on for CUDA, and on a CPU only where the CPU has native bf16
 (`avx512_bf16` or `amx_bf16` in /proc/cpuinfo) and the zoo benchmark measured the net faster in bf16
-(`BF16_FASTER_ON_CPU`, from `python -m cifar_sweeps.bench --zoo`, docs/speed.md). Weights, gradients
+(`BF16_ON_CPU`, from `python -m cifar_sweeps.bench --zoo`, docs/speed.md). Weights, gradients
 and optimizer state stay fp32 (autocast only lowers the convolutions' and matmuls' inputs).
 
 `use_fast_modules` swaps modules for equivalents with the same parameters and state_dict keys, so
@@ -20,6 +20,7 @@ import logging
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger("cifar_sweeps")
@@ -28,20 +29,16 @@ log = logging.getLogger("cifar_sweeps")
 # Sapphire Rapids): without them oneDNN emulates bf16 and autocast is slower than fp32
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-# (model class, norm kind) measured faster in bf16 autocast than in fp32 on a CPU with native bf16
-# (2-core AMD EPYC with AVX512-BF16, torch 2.14, batch 128; docs/speed.md, results/zoo_speed_cpu/).
-# ResNet18 is absent: its bf16 convolutions ran slower than fp32 there.
-BF16_FASTER_ON_CPU = {
-    ("AirNet", "bn"), ("AirNet", "gn"),
-    ("SkipS8", "bn"), ("SkipS8", "gn"),
-    ("DilatedC4", "bn"), ("DilatedC4", "gn"),
-    ("AdvancedC4", "bn"), ("AdvancedC4", "gn"),
-    ("S8Net", "bn"), ("S8Net", "gn"),
-}
-
-# channels_last (True) or NCHW (False) for the nets above in bf16 on such a CPU, as measured there
-CHANNELS_LAST_BF16_ON_CPU = {
+# (model class, norm kind) -> channels_last, for the nets measured faster in bf16 autocast than in fp32 on
+# a CPU with native bf16, with the memory format that was fastest in bf16 (2-core AMD EPYC with
+# AVX512-BF16, torch 2.14, batch 128: `python -m cifar_sweeps.bench --zoo --candidates`, docs/speed.md,
+# results/zoo_speed_cpu/). A net not listed trains in fp32 on CPU (ResNet18: bf16 measured slower).
+BF16_ON_CPU = {
+    ("AirNet", "bn"): True, ("AirNet", "gn"): True,
+    ("SkipS8", "bn"): True, ("SkipS8", "gn"): False,
     ("DilatedC4", "bn"): False, ("DilatedC4", "gn"): False,
+    ("AdvancedC4", "bn"): True, ("AdvancedC4", "gn"): True,
+    ("S8Net", "bn"): True, ("S8Net", "gn"): True,
 }
 
 
@@ -81,7 +78,7 @@ def resolve_amp(amp, device: torch.device, model_name: str, norm_kind: str,
     if amp == "auto":
         if device.type == "cuda":
             return True
-        return cpu_has_native_bf16(flags) and (model_name, norm_kind) in BF16_FASTER_ON_CPU
+        return cpu_has_native_bf16(flags) and (model_name, norm_kind) in BF16_ON_CPU
     if amp and device.type == "cpu" and not cpu_has_native_bf16(flags):
         log.warning("amp=true on a CPU without native bf16 (no %s flag): bf16 is emulated and slower than fp32",
                     " / ".join(NATIVE_BF16_FLAGS))
@@ -90,16 +87,45 @@ def resolve_amp(amp, device: torch.device, model_name: str, norm_kind: str,
 
 class FastDropout(nn.Dropout):
     """nn.Dropout with the mask drawn as `rand >= p` instead of `bernoulli_(1 - p)`: the same Bernoulli
-    mask (to the 2^-24 resolution of a float32 uniform) and the same scaling by 1 / (1 - p), but on a
-    CPU `bernoulli_` was ~24% of dilated_c4's training step and `rand_like` costs a fraction of it."""
+    mask (to the 2^-24 resolution of a float32 uniform) and the same 1 / (1 - p) scaling of the kept
+    values (to the last bit). On this CPU torch's dropout (bernoulli_, div_, mul) was ~24% of dilated_c4's
+    training step; on a 128x128x16x16 batch it took 49 ms against 28 ms for this (rand_like 14 ms of it)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
         if self.p == 1:
             return x * 0
-        keep = (torch.rand_like(x, dtype=torch.float32) >= self.p).to(x.dtype)  # rand_like: cheaper than bernoulli_
-        return x * keep.div_(1 - self.p)  # as torch's dropout: noise.div_(1 - p), then input * noise
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.p  # rand_like: half of bernoulli_'s cost on CPU
+        return torch.where(keep, x * (1 / (1 - self.p)), 0.0)  # one pass, no float noise tensor to scale
+
+
+class SubsampledConv2d(nn.Conv2d):
+    """A strided conv whose taps all fall on every stride-th pixel (the stride divides the dilation and
+    the padding, e.g. dilated_c4's stride-2 dilation-2 padding-2 depthwise convs), computed as the
+    stride-1 conv of those pixels with dilation / stride and padding / stride: the same products and
+    sums, the same output size for any input size, the same parameters. torch's CPU kernels ran the
+    dense form 2-2.5x faster (forward + backward, 128x64x32x32, fp32 and bf16; docs/speed.md)."""
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return False
+        return all(s > 1 and d % s == 0 and p % s == 0
+                   for s, d, p in zip(conv.stride, conv.dilation, conv.padding))
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "SubsampledConv2d":
+        fast = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation, conv.groups, conv.bias is not None, device="meta")
+        fast.weight, fast.bias = conv.weight, conv.bias  # the same Parameter objects
+        return fast
+
+    def forward(self, x: Tensor) -> Tensor:
+        (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
+        every_stride_th_pixel = x[:, :, ::sh, ::sw]  # the only pixels the strided taps ever read
+        return F.conv2d(every_stride_th_pixel, self.weight, self.bias, 1, (ph // sh, pw // sw),
+                        (dh // sh, dw // sw), self.groups)
 
 
 def use_fast_modules(model: nn.Module) -> dict[str, int]:
@@ -107,9 +133,10 @@ def use_fast_modules(model: nn.Module) -> dict[str, int]:
 
     - every `nn.Dropout` (exactly that type, not Dropout2d) -> `FastDropout` with the same p;
     - every `nn.ReLU` -> in place (`inplace=True`): saves an allocation and a pass over memory; autograd
-      raises (never silently miscomputes) if a tensor it saved were overwritten.
+      raises (never silently miscomputes) if a tensor it saved were overwritten;
+    - every strided `nn.Conv2d` whose stride divides its dilation and padding -> `SubsampledConv2d`.
     """
-    swapped = {"dropout": 0, "relu_inplace": 0}
+    swapped = {"dropout": 0, "relu_inplace": 0, "subsampled_conv": 0}
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
@@ -118,4 +145,7 @@ def use_fast_modules(model: nn.Module) -> dict[str, int]:
             elif type(child) is nn.ReLU and not child.inplace:
                 child.inplace = True
                 swapped["relu_inplace"] += 1
+            elif SubsampledConv2d.applies_to(child):
+                setattr(parent, name, SubsampledConv2d.from_conv(child))
+                swapped["subsampled_conv"] += 1
     return swapped

@@ -1,7 +1,8 @@
 """Every zoo model and norm against this machine's own peak: `python -m cifar_sweeps.bench --zoo`.
 
 For each model and norm it times training steps on random tensors (batch `--batch-size`, SGD as in
-conf/optimizer/sgd.yaml) in two set-ups, alternating in `--rounds` rounds so that other load hits both:
+conf/optimizer/sgd.yaml) in two set-ups, one step of each in turn (for `--rounds` x `--seconds` per
+set-up), so that load from other processes hits both alike; img/s is the median over the steps:
 
 - before: the path as it was before issue 24: fp32 on CPU (bf16 autocast on CUDA), channels_last for
   BatchNorm nets only on CPU, the modules as written, no compile;
@@ -135,8 +136,9 @@ def zoo_setups(cfg, device: torch.device, threads: int, candidates: bool) -> lis
 
 
 def time_setups(setups: list[Setup], device: torch.device, rounds: int, seconds: float, min_steps: int) -> None:
-    """Alternate the set-ups in `rounds` rounds; each round, one warm-up step then at least `min_steps`
-    steps and `seconds` seconds; appends each round's images/s to the set-up's `rates`."""
+    """Time the set-ups step by step in turn (one step of each, then again), so that load from other
+    processes hits them alike, for `rounds` rounds of at least `min_steps` steps and `seconds` seconds
+    each; appends every step's images/s to the set-up's `rates` (the table shows their median)."""
     for setup in setups:  # the first steps (oneDNN kernel set-up, compilation) outside any window
         t0 = time.perf_counter()
         setup.step()
@@ -145,15 +147,14 @@ def time_setups(setups: list[Setup], device: torch.device, rounds: int, seconds:
         if setup.settings["compile"]:
             setup.compile_s = time.perf_counter() - t0
     for _ in range(rounds):
-        for setup in setups:
-            setup.step()
-            sync(device)
-            steps, t0 = 0, time.perf_counter()
-            while steps < min_steps or time.perf_counter() - t0 < seconds:
+        steps, started = 0, time.perf_counter()
+        while steps < min_steps or time.perf_counter() - started < seconds * len(setups):
+            for setup in setups:
+                t0 = time.perf_counter()
                 setup.step()
-                steps += 1
-            sync(device)
-            setup.rates.append(steps * len(setup.y) / (time.perf_counter() - t0))
+                sync(device)
+                setup.rates.append(len(setup.y) / (time.perf_counter() - t0))
+            steps += 1
 
 
 def settings_text(settings: dict) -> str:
@@ -175,7 +176,7 @@ def zoo(args, overrides: list[str]) -> dict:
     cpu = platform.processor() or platform.machine()
     print(f"zoo: batch {args.batch_size}, device={device} ({cpu}, {os.cpu_count()} cpus, native bf16: "
           f"{cpu_has_native_bf16() if device.type == 'cpu' else 'n/a'}), torch {torch.__version__}, threads={threads}; "
-          f"median of {args.rounds} alternating rounds of >= {args.seconds:g} s; load average "
+          f"median of steps taken in turn, {args.rounds} rounds of >= {args.seconds:g} s per set-up; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     rows = []
     for model_name in models:

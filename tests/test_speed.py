@@ -23,7 +23,8 @@ from cifar_sweeps.build import build_model
 from cifar_sweeps.config import compose_train_config
 from cifar_sweeps.engine import build_run, resolve_channels_last
 from cifar_sweeps.receptive_field import receptive_field
-from cifar_sweeps.speed import FastDropout, cpu_has_native_bf16, parse_cpu_flags, resolve_amp, use_fast_modules
+from cifar_sweeps.speed import (FastDropout, SubsampledConv2d, cpu_has_native_bf16, parse_cpu_flags, resolve_amp,
+                                use_fast_modules)
 
 # every zoo model at a tiny width (resnet18 at width 8: narrower would hang in channels_last on CPU)
 TINY_MODELS = {
@@ -138,6 +139,37 @@ def test_fast_dropout_keeps_scales_and_drops_like_nn_dropout():
 def test_fast_dropout_in_bf16_keeps_the_dtype():
     x = torch.randn(4, 8, 8, 8, dtype=torch.bfloat16)
     assert FastDropout(0.1)(x).dtype == torch.bfloat16
+
+
+# -- SubsampledConv2d is the strided dilated conv ---------------------------------------------------
+
+@pytest.mark.parametrize("size", [7, 16, 31, 32, 33])
+@pytest.mark.parametrize("stride, dilation, padding, groups", [(2, 2, 2, 6), (2, 4, 2, 1), (3, 3, 3, 6), (2, 2, 0, 2)])
+def test_subsampled_conv_gives_the_strided_convs_outputs_and_gradients(size, stride, dilation, padding, groups):
+    """Tolerance 1e-5 of the largest value (the same products, summed in another order)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, 3, stride, padding, dilation, groups, bias=True)
+    fast = SubsampledConv2d.from_conv(copy.deepcopy(conv))
+    x = torch.randn(2, 6, size, size, requires_grad=True)
+    x_fast = x.detach().clone().requires_grad_()
+    out, out_fast = conv(x), fast(x_fast)
+    assert out.shape == out_fast.shape and close(out_fast, out, 1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_fast.backward(grad)
+    assert close(x_fast.grad, x.grad, 1e-5) and close(fast.weight.grad, conv.weight.grad, 1e-5)
+    assert close(fast.bias.grad, conv.bias.grad, 1e-5)
+
+
+def test_subsampled_conv_applies_only_where_every_tap_is_on_the_stride_grid():
+    assert SubsampledConv2d.applies_to(nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4))
+    assert not SubsampledConv2d.applies_to(nn.Conv2d(4, 4, 3, stride=2, padding=1))  # plain strided 3x3
+    assert not SubsampledConv2d.applies_to(nn.Conv2d(4, 4, 3, stride=1, padding=2, dilation=2))  # no stride
+    assert not SubsampledConv2d.applies_to(nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2))  # odd padding
+    assert not SubsampledConv2d.applies_to(nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, padding_mode="reflect"))
+    conv = nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2)
+    fast = SubsampledConv2d.from_conv(conv)
+    assert fast.weight is conv.weight and fast.bias is conv.bias  # the same parameters, not copies
 
 
 # -- every zoo model: fast modules, channels_last, bf16 against the plain module ----------------------
