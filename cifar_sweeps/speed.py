@@ -32,13 +32,14 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # (model class, norm kind) -> channels_last, for the nets measured faster in bf16 autocast than in fp32 on
 # a CPU with native bf16, with the memory format that was fastest in bf16 (2-core AMD EPYC with
 # AVX512-BF16, torch 2.14, batch 128: `python -m cifar_sweeps.bench --zoo --candidates`, docs/speed.md,
-# results/zoo_speed_cpu/). A net not listed trains in fp32 on CPU (ResNet18: bf16 measured slower).
+# results/zoo_speed_cpu/). A net not listed trains in fp32 on CPU.
 BF16_ON_CPU = {
     ("AirNet", "bn"): True, ("AirNet", "gn"): True,
     ("SkipS8", "bn"): True, ("SkipS8", "gn"): False,
-    ("DilatedC4", "bn"): False, ("DilatedC4", "gn"): False,
+    ("DilatedC4", "bn"): True, ("DilatedC4", "gn"): True,
     ("AdvancedC4", "bn"): True, ("AdvancedC4", "gn"): True,
     ("S8Net", "bn"): True, ("S8Net", "gn"): True,
+    ("ResNet18", "bn"): True, ("ResNet18", "gn"): True,
 }
 
 
