@@ -172,7 +172,8 @@ def zoo(args, overrides: list[str]) -> dict:
     device = resolve_device(base.device)
     threads = resolve_threads(base.threads)
     torch.set_num_threads(threads)
-    peaks = {"fp32": matmul_gflops(device, torch.float32), "bf16": matmul_gflops(device, torch.bfloat16)}
+    peaks = {"fp32": matmul_gflops(device, torch.float32, seconds=args.peak_seconds),
+             "bf16": matmul_gflops(device, torch.bfloat16, seconds=args.peak_seconds)}
     cpu = platform.processor() or platform.machine()
     print(f"zoo: batch {args.batch_size}, device={device} ({cpu}, {os.cpu_count()} cpus, native bf16: "
           f"{cpu_has_native_bf16() if device.type == 'cpu' else 'n/a'}), torch {torch.__version__}, threads={threads}; "
@@ -203,7 +204,8 @@ def zoo(args, overrides: list[str]) -> dict:
             for label, rate in row["candidates"].items():
                 print(f"{'':16s}candidate {label:20s} {rate:6.0f} img/s ({rate / auto.img_s:.2f} x auto)", flush=True)
             del setups
-    peaks_end = {"fp32": matmul_gflops(device, torch.float32), "bf16": matmul_gflops(device, torch.bfloat16)}
+    peaks_end = {"fp32": matmul_gflops(device, torch.float32, seconds=args.peak_seconds),
+                 "bf16": matmul_gflops(device, torch.bfloat16, seconds=args.peak_seconds)}
     # the larger of the two measurements: a matmul slowed by other load would flatter every share
     peak = {k: max(peaks[k], peaks_end[k]) for k in peaks}
     for row in rows:
