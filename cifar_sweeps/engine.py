@@ -182,7 +182,8 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
     channels_last = resolve_channels_last(cfg.channels_last, device, norm_kind, model, use_amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # same maths, cheaper modules (nn.Dropout's mask from rand_like, ReLU in place); same state_dict
+    # same maths, cheaper modules (dropout mask from rand_like, ReLU in place, strided dilated convs on the
+    # subsampled map); same parameters and state_dict (cifar_sweeps/speed.py)
     fast_modules = use_fast_modules(model) if cfg.get("fast_modules", True) else {}
     forward = torch.compile(model) if cfg.compile else model
     train_batches, val_batches, test_batches = make_batches(cfg, data, device, channels_last)
