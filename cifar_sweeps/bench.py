@@ -4,6 +4,7 @@
     python -m cifar_sweeps.bench model=dilated_c4 batch_size=128 --seconds 8 --rounds 3
     python -m cifar_sweeps.bench model=skip_s8 --choices --seconds 1.5 --rounds 4   # evidence for the defaults
     python -m cifar_sweeps.bench model=skip_s8 --startup-breakdown                  # where (4) goes
+    python -m cifar_sweeps.bench --zoo            # every model and norm against this machine's matmul peak
 
 Any Hydra override of `conf/train.yaml` is accepted (the same ones `cifar_sweeps.train` takes);
 `--options` control the measurement. One run measures, on the same model, batch size and machine:
@@ -334,6 +335,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="instead: CPU seconds of each start-up stage in a fresh process")
     parser.add_argument("--choices", action="store_true",
                         help="instead: time threads x channels_last and the augmentation libraries (the defaults' evidence)")
+    zoo = parser.add_argument_group("--zoo: every zoo model and norm, before vs auto (cifar_sweeps/zoo_bench.py)")
+    zoo.add_argument("--zoo", action="store_true", help="instead: the zoo benchmark (docs/speed.md)")
+    zoo.add_argument("--models", default=None, help="comma-separated zoo models (default: all six)")
+    zoo.add_argument("--norms", default=None, help="comma-separated norms (default: bn,gn)")
+    zoo.add_argument("--batch-size", type=int, default=128, help="zoo batch size (default 128)")
+    zoo.add_argument("--min-steps", type=int, default=2, help="zoo: at least this many steps per window (default 2)")
+    zoo.add_argument("--peak-seconds", type=float, default=1.0, help="zoo: seconds per matmul peak measurement (default 1)")
+    zoo.add_argument("--candidates", action="store_true",
+                     help="zoo: also time fp32/bf16 x NCHW/channels_last (the evidence for the auto choices)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
     if unknown:
@@ -346,6 +356,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def bench(argv: list[str]) -> dict:
     t_start = time.perf_counter()
     args, overrides = parse_args(argv)
+    if args.zoo:
+        from .zoo_bench import zoo
+
+        return zoo(args, overrides)
     if args.startup_breakdown:
         print(f"start-up stages of a fresh process, overrides {overrides}:", flush=True)
         subprocess.run([sys.executable, "-c", _BREAKDOWN, *overrides], check=True, timeout=300)

@@ -33,6 +33,7 @@ from .errors import ConfigError
 from .loaders import AlbumentationsBatches, Normalize, TensorBatches, cpu_workers
 from .receptive_field import receptive_field
 from .record import EpochRow
+from .speed import BF16_ON_CPU, resolve_amp, use_fast_modules
 
 log = logging.getLogger("cifar_sweeps")
 
@@ -87,9 +88,11 @@ def has_narrow_strided_pointwise_conv(model: nn.Module) -> bool:
                for m in model.modules())
 
 
-def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: str, model: nn.Module) -> bool:
-    """`channels_last=auto`: on for CUDA and for BatchNorm nets on CPU; off for GroupNorm / LayerNorm
-    nets on CPU, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`).
+def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: str, model: nn.Module,
+                          amp: bool = False) -> bool:
+    """`channels_last=auto`: on for CUDA; on a CPU in fp32, on for BatchNorm nets and off for GroupNorm /
+    LayerNorm nets, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`); on a
+    CPU in bf16, the format the zoo benchmark measured fastest for the net (`speed.BF16_ON_CPU`).
     Always off on CPU for a net that would hang in it."""
     if device.type == "cpu" and has_narrow_strided_pointwise_conv(model):
         if channels_last is True:
@@ -98,6 +101,8 @@ def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: s
         return False
     if channels_last != "auto":
         return bool(channels_last)
+    if device.type == "cpu" and amp:
+        return BF16_ON_CPU.get((type(model).__name__, norm_kind), norm_kind == "bn")
     return device.type == "cuda" or norm_kind == "bn"
 
 
@@ -151,6 +156,7 @@ class Run:
     use_amp: bool
     channels_last: bool
     receptive_field: dict
+    speed: dict  # the settings the training step runs with (threads, precision, ...), for summary.json
 
     @property
     def final_model(self) -> nn.Module:
@@ -172,9 +178,14 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
         check_batch_size(cfg.batch_size, cfg.data, len(data.train) + len(data.val or ()))  # a smaller file
     model = build_model(cfg).to(device)
     rf = receptive_field(model)  # traced from the model itself: one eval-mode forward, no gradients
-    channels_last = resolve_channels_last(cfg.channels_last, device, str(cfg.norm.get("kind")), model)
+    norm_kind = str(cfg.norm.get("kind"))
+    use_amp = resolve_amp(cfg.amp, device, type(model).__name__, norm_kind)
+    channels_last = resolve_channels_last(cfg.channels_last, device, norm_kind, model, use_amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # same maths, cheaper modules (dropout mask from rand_like, ReLU in place, strided dilated convs on the
+    # subsampled map); same parameters and state_dict (cifar_sweeps/speed.py)
+    fast_modules = use_fast_modules(model) if cfg.get("fast_modules", True) else {}
     forward = torch.compile(model) if cfg.compile else model
     train_batches, val_batches, test_batches = make_batches(cfg, data, device, channels_last)
     if hasattr(model, "init_from_data"):  # data-derived init (e.g. AirNet's whitening conv)
@@ -185,10 +196,14 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
     # place of the raw weights, which keep training
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.get("ema_decay") else None)
+    speed = {"threads": torch.get_num_threads() if device.type == "cpu" else None,
+             "precision": "bf16 autocast" if use_amp else "fp32",
+             "memory_format": "channels_last" if channels_last else "NCHW", "compile": bool(cfg.compile),
+             "fast_modules": fast_modules}
     return Run(cfg=cfg, device=device, data=data, model=model, forward=forward, ema=ema, optimizer=optimizer,
                scheduler=scheduler, interval=interval, train_batches=train_batches, val_batches=val_batches,
-               test_batches=test_batches, use_amp=bool(cfg.amp) and device.type == "cuda",
-               channels_last=channels_last, receptive_field=rf)
+               test_batches=test_batches, use_amp=use_amp, channels_last=channels_last, receptive_field=rf,
+               speed=speed)
 
 
 # -- training ---------------------------------------------------------------------------------------

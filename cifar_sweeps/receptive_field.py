@@ -99,6 +99,10 @@ class _Tracer(TorchFunctionMode):
             out_t = out[0] if isinstance(out, tuple) else out
             final_pool = tuple(out_t.shape[-2:]) == (1, 1) and tuple(x.shape[-2:]) != (1, 1)
             field = Field(src.rf + grow, src.rf_no_pool if final_pool else src.rf_no_pool + grow, src.jump * s)
+        elif name == "__getitem__" and self.field_of(x) is not None and _height_step(args[1]) > 1:
+            # a strided slice x[:, :, ::s, ::s] (speed.SubsampledConv2d): a stride without a window
+            src = self.field_of(x)
+            field = Field(src.rf, src.rf_no_pool, src.jump * _height_step(args[1]))
         else:
             # elementwise, concatenation, reshapes, norms, activations: the longest incoming path
             field = Field(max(f.rf for f in inputs), max(f.rf_no_pool for f in inputs), max(f.jump for f in inputs))
@@ -106,6 +110,13 @@ class _Tracer(TorchFunctionMode):
             if isinstance(t, Tensor):
                 self.mark(t, field)
         return out
+
+
+def _height_step(index) -> int:
+    """The step of a 4-D index's height slice (x[:, :, ::s, ::s] -> s), else 1."""
+    if isinstance(index, tuple) and len(index) == 4 and isinstance(index[2], slice):
+        return index[2].step or 1
+    return 1
 
 
 def receptive_field(model: nn.Module, input_size: int = 32) -> dict:

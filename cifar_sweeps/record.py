@@ -82,6 +82,8 @@ class RunSummary:
     seed: int | None = None
     # epochs at which the run was resumed from its checkpoint (after a kill, or a retried sweep trial)
     resumed_at: list[int] = field(default_factory=list)
+    # what the training steps ran with: threads, precision, memory_format, compile, fast_modules (engine.Run.speed)
+    speed: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -122,7 +122,7 @@ def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> Ru
         final_val_acc=progress.history[-1].get("val_acc"), test_acc=test["acc"], test_loss=test["loss"],
         test_acc_per_class=dict(zip(CLASSES, per_class)), test_confusion=confusion.tolist(), epochs=cfg.epochs,
         epochs_done=progress.epoch, train_images=len(run.data.train), wall_s=wall_s, device=str(run.device),
-        seed=cfg.seed, resumed_at=progress.resumed_at)
+        seed=cfg.seed, resumed_at=progress.resumed_at, speed=run.speed)
 
 
 def reject(cfg: DictConfig, run_dir: Path, params: int, config: dict, started: float):

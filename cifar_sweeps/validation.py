@@ -216,7 +216,9 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"threads={threads!r} must be auto (all cores, divided among parallel trials) or an "
                           f"integer in [1, {MAX_THREADS}]; e.g. threads=1")
     check_bool(cfg, "channels_last", auto=True)
-    for key in ("amp", "compile", "tta_flip", "tta_translate", "save_model", "resume", "keep_checkpoint"):
+    check_bool(cfg, "amp", auto=True)
+    check_bool(cfg, "fast_modules", optional=True)
+    for key in ("compile", "tta_flip", "tta_translate", "save_model", "resume", "keep_checkpoint"):
         check_bool(cfg, key)
     check_number(cfg, "grad_clip_value", 0.0, low_open=True, null="no clipping", example=0.1)
     check_number(cfg, "ema_decay", 0.0, 1.0, low_open=True, high_open=True, null="no weight EMA", example=0.99)

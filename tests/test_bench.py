@@ -78,3 +78,28 @@ def test_startup_breakdown_lists_every_stage(cifar_npz):
     for stage in ("import torch", "compose the config", "load CIFAR-10", "build model, receptive field, batches, optimizer",
                   "first training step", "total"):
         assert stage in proc.stdout, stage
+
+
+def test_zoo_bench_prints_a_row_per_model_and_norm_and_the_peaks():
+    """Tiny settings (batch 8, one step per window): the table, its columns and the JSON line, no timing goal."""
+    import torch
+
+    from cifar_sweeps.bench import bench
+
+    threads = torch.get_num_threads()
+    try:
+        result = bench(["--zoo", "--models", "skip_s8,dilated_c4", "--norms", "gn", "--batch-size", "8",
+                        "--seconds", "0.01", "--rounds", "1", "--min-steps", "1", "--peak-seconds", "0.05", "--candidates",
+                        "threads=1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r["model"], r["norm"]) for r in result["rows"]] == [("skip_s8", "gn"), ("dilated_c4", "gn")]
+    skip, dilated = result["rows"]
+    assert skip["params"] == 47_304 and dilated["params"] == 98_779
+    assert 10 < skip["forward_mflop"] < 12 and 20 < dilated["forward_mflop"] < 21  # 11.0 and 20.6 MFLOP/img
+    for row in result["rows"]:
+        assert row["before_img_s"] > 0 and row["auto_img_s"] > 0 and row["auto_fp32_peak_share"] > 0
+        assert row["before_settings"]["precision"] == "fp32" and not row["before_settings"]["fast_modules"]
+        assert row["auto_settings"]["fast_modules"] and row["auto_settings"]["threads"] == 1
+        assert set(row["candidates"]) == {"fp32 NCHW", "fp32 channels_last", "bf16 NCHW", "bf16 channels_last"}
+    assert result["peak_gflop_s"]["fp32"] > 0 and result["peak_gflop_s"]["bf16"] > 0

@@ -197,6 +197,9 @@ def test_every_model_trains_on_real_data(name, cifar_npz, tmp_path):
     assert summary["state"] == "completed" and 0.0 <= acc <= 1.0
     assert summary["params"] == ZOO[name][1]
     assert (summary["receptive_field"], summary["receptive_field_with_pool"]) == EXPECTED_RF[name]
+    speed = summary["speed"]  # what the steps ran with, so a figure can be traced (issue 24)
+    assert speed["precision"] in ("fp32", "bf16 autocast") and speed["memory_format"] in ("NCHW", "channels_last")
+    assert speed["threads"] >= 1 and speed["compile"] is False and "dropout" in speed["fast_modules"]
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert row["train_loss"] == pytest.approx(row["train_loss"])  # finite: NaN != NaN
     assert 0.5 < row["train_loss"] < 10

@@ -1,0 +1,152 @@
+"""Training-step speed options, chosen per model, norm and device: bf16 autocast, and cheaper modules
+that compute the same thing.
+
+    amp = resolve_amp(cfg.amp, device, "DilatedC4", "gn")   # bf16 autocast on this CPU for this net?
+    swapped = use_fast_modules(model)                      # nn.Dropout -> FastDropout, ReLU in place
+
+`amp=auto` turns bf16 autocast on for CUDA, and on a CPU only where the CPU has native bf16
+(`avx512_bf16` or `amx_bf16` in /proc/cpuinfo) and the zoo benchmark measured the net faster in bf16
+(`BF16_ON_CPU`, from `python -m cifar_sweeps.bench --zoo`, docs/speed.md). Weights, gradients
+and optimizer state stay fp32 (autocast only lowers the convolutions' and matmuls' inputs).
+
+`use_fast_modules` swaps modules for equivalents with the same parameters and state_dict keys, so
+parameter counts, receptive fields and checkpoints do not change (tests/test_speed.py compares outputs
+and gradients with the plain modules).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger("cifar_sweeps")
+
+# /proc/cpuinfo flags of CPUs with native bf16 dot products (AVX512-BF16 on Zen 4 / Cooper Lake, AMX on
+# Sapphire Rapids): without them oneDNN emulates bf16 and autocast is slower than fp32
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+# (model class, norm kind) -> channels_last, for the nets measured faster in bf16 autocast than in fp32 on
+# a CPU with native bf16, with the memory format that was fastest in bf16 (2-core AMD EPYC with
+# AVX512-BF16, torch 2.14, batch 128: `python -m cifar_sweeps.bench --zoo --candidates`, docs/speed.md,
+# results/zoo_speed_cpu/). A net not listed trains in fp32 on CPU.
+BF16_ON_CPU = {
+    ("AirNet", "bn"): True, ("AirNet", "gn"): True,
+    ("SkipS8", "bn"): True, ("SkipS8", "gn"): False,
+    ("DilatedC4", "bn"): True, ("DilatedC4", "gn"): True,
+    ("AdvancedC4", "bn"): True, ("AdvancedC4", "gn"): True,
+    ("S8Net", "bn"): True, ("S8Net", "gn"): True,
+    ("ResNet18", "bn"): True, ("ResNet18", "gn"): True,
+}
+
+
+def parse_cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first CPU in a /proc/cpuinfo text."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags (empty where /proc/cpuinfo is not there, e.g. macOS: bf16 stays off)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(parse_cpu_flags(f.read()))
+    except OSError:
+        return frozenset()
+
+
+def cpu_has_native_bf16(flags: set[str] | frozenset[str] | None = None) -> bool:
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_amp(amp, device: torch.device, model_name: str, norm_kind: str,
+                flags: set[str] | frozenset[str] | None = None) -> bool:
+    """Whether training steps run under bf16 autocast.
+
+    `amp=auto`: on for CUDA; on a CPU only with native bf16 and for a net measured faster in bf16 there.
+    `amp=true`: on for CUDA and CPU (on a CPU without native bf16, emulated and slow: a warning says so).
+    `amp=false`: fp32.
+    """
+    if device.type not in ("cpu", "cuda"):
+        return False
+    if amp == "auto":
+        if device.type == "cuda":
+            return True
+        return cpu_has_native_bf16(flags) and (model_name, norm_kind) in BF16_ON_CPU
+    if amp and device.type == "cpu" and not cpu_has_native_bf16(flags):
+        log.warning("amp=true on a CPU without native bf16 (no %s flag): bf16 is emulated and slower than fp32",
+                    " / ".join(NATIVE_BF16_FLAGS))
+    return bool(amp)
+
+
+class FastDropout(nn.Dropout):
+    """nn.Dropout with the mask drawn as `rand >= p` instead of `bernoulli_(1 - p)`: the same Bernoulli
+    mask (to the 2^-24 resolution of a float32 uniform) and the same 1 / (1 - p) scaling of the kept
+    values (to the last bit). On this CPU torch's dropout (bernoulli_, div_, mul) was ~24% of dilated_c4's
+    training step; on a 128x128x16x16 batch it took 49 ms against 28 ms for this (rand_like 14 ms of it)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return x * 0
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.p  # rand_like: half of bernoulli_'s cost on CPU
+        return torch.where(keep, x * (1 / (1 - self.p)), 0.0)  # one pass, no float noise tensor to scale
+
+
+class SubsampledConv2d(nn.Conv2d):
+    """A strided conv whose taps all fall on every stride-th pixel (the stride divides the dilation and
+    the padding, e.g. dilated_c4's stride-2 dilation-2 padding-2 depthwise convs), computed as the
+    stride-1 conv of those pixels with dilation / stride and padding / stride: the same products and
+    sums, the same output size for any input size, the same parameters. torch's CPU kernels ran the
+    dense form 2-2.5x faster (forward + backward, 128x64x32x32, fp32 and bf16; docs/speed.md)."""
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return False
+        return all(s > 1 and d % s == 0 and p % s == 0
+                   for s, d, p in zip(conv.stride, conv.dilation, conv.padding))
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "SubsampledConv2d":
+        fast = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation, conv.groups, conv.bias is not None, device="meta")
+        fast.weight, fast.bias = conv.weight, conv.bias  # the same Parameter objects
+        return fast
+
+    def forward(self, x: Tensor) -> Tensor:
+        (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
+        every_stride_th_pixel = x[:, :, ::sh, ::sw]  # the only pixels the strided taps ever read
+        return F.conv2d(every_stride_th_pixel, self.weight, self.bias, 1, (ph // sh, pw // sw),
+                        (dh // sh, dw // sw), self.groups)
+
+
+def use_fast_modules(model: nn.Module) -> dict[str, int]:
+    """Swap modules for faster equivalents in place; returns how many of each kind were swapped.
+
+    - every `nn.Dropout` (exactly that type, not Dropout2d) -> `FastDropout` with the same p;
+    - every `nn.ReLU` -> in place (`inplace=True`): saves an allocation and a pass over memory; autograd
+      raises (never silently miscomputes) if a tensor it saved were overwritten;
+    - every strided `nn.Conv2d` whose stride divides its dilation and padding -> `SubsampledConv2d`.
+    """
+    swapped = {"dropout": 0, "relu_inplace": 0, "subsampled_conv": 0}
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, FastDropout(child.p))
+                swapped["dropout"] += 1
+            elif type(child) is nn.ReLU and not child.inplace:
+                child.inplace = True
+                swapped["relu_inplace"] += 1
+            elif SubsampledConv2d.applies_to(child):
+                setattr(parent, name, SubsampledConv2d.from_conv(child))
+                swapped["subsampled_conv"] += 1
+    return swapped
