@@ -69,8 +69,11 @@ def test_cpu_flags_are_read_from_cpuinfo():
     assert not cpu_has_native_bf16({"avx512f", "avx2"}) and not cpu_has_native_bf16(set())
 
 
-def test_amp_auto_on_cpu_follows_the_flags_and_the_measured_nets():
+def test_amp_auto_on_cpu_follows_the_flags_and_the_measured_nets(monkeypatch):
     bf16 = {"avx512_bf16"}
+    # faster in bf16 but no full-length accuracy parity recorded: auto stays fp32 on CPU
+    assert ("DilatedC4", "gn") in speed.BF16_ON_CPU and not resolve_amp("auto", CPU, "DilatedC4", "gn", flags=bf16)
+    monkeypatch.setattr(speed, "BF16_ACCURATE_ON_CPU", frozenset({("DilatedC4", "gn")}))
     assert resolve_amp("auto", CPU, "DilatedC4", "gn", flags=bf16)
     assert not resolve_amp("auto", CPU, "DilatedC4", "gn", flags={"avx512f"})  # no native bf16: fp32
     assert not resolve_amp("auto", CPU, "SomeNewNet", "bn", flags=bf16)  # never measured: fp32
@@ -94,6 +97,7 @@ def test_build_run_falls_back_to_fp32_on_a_cpu_without_bf16(tiny_cfg, monkeypatc
 
 def test_build_run_uses_bf16_where_the_cpu_has_it(tiny_cfg, monkeypatch):
     monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(speed, "BF16_ACCURATE_ON_CPU", frozenset({("DilatedC4", "gn")}))
     run = build_run(tiny_cfg("model=dilated_c4", "model.width=8", "norm=gn", "device=cpu", "threads=1"))
     assert run.use_amp and run.speed["precision"] == "bf16 autocast"
     assert all(p.dtype == torch.float32 for p in run.model.parameters())  # fp32 master weights
