@@ -85,7 +85,8 @@ def scrub_secret(secret: str, config: DictConfig, safe_url: str) -> None:
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry: int) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and retries of dead trials. Workers that create one fresh database at
-    the same moment race on Optuna's schema tables (IntegrityError on alembic_version): the loser retries.
+    the same moment race on Optuna's schema tables (IntegrityError on alembic_version, "table studies already
+    exists", "database is locked"): the loser retries.
     Anything else (a corrupt SQLite file, a PostgreSQL server that cannot be reached or refuses the login)
     is a StorageError at once, naming the storage and what is wrong."""
     import sqlalchemy.exc
@@ -100,12 +101,15 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
-        except sqlalchemy.exc.IntegrityError:  # another worker is creating the schema right now
-            if attempt == 7:
-                raise
-            log.info("storage busy while another worker creates it; retrying")
-            time.sleep(0.5 + random.random())
         except Exception as e:
+            # another worker is creating the schema right now: a duplicate row, "table ... already exists", or
+            # SQLite's "database is locked"
+            racing = isinstance(e, sqlalchemy.exc.IntegrityError) or (
+                isinstance(e, sqlalchemy.exc.OperationalError) and ("already exists" in str(e) or "locked" in str(e)))
+            if racing and attempt < 7:
+                log.info("storage busy while another worker creates it; retrying")
+                time.sleep(0.5 + random.random())
+                continue
             raise StorageError(f"hydra.sweeper.storage={masked_url(url)}: cannot open the study's database: "
                                f"{storage_problem(e)}") from None
     raise AssertionError("unreachable")
