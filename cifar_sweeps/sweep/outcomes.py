@@ -69,10 +69,9 @@ class Outcomes:
         self.n_failed = 0
         self.last_error: str | None = None
 
-    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> str:
+    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn | None, run_dir: Path) -> None:
         """Tell the study how the trial ended, from its run record (and the job's return value, when this
-        process launched it); returns the state told (completed, pruned, rejected, failed, died, or
-        "elsewhere"). A trial that another worker told meanwhile is finished already: every update below
+        process launched it). A trial that another worker told meanwhile is finished already: every update below
         raises UpdateFinishedTrialError, so nothing is recorded or counted twice."""
         summary = read_summary(run_dir)
         state = summary.state if summary is not None else None
@@ -84,31 +83,31 @@ class Outcomes:
                 set_budget_constraint(trial, summary.params / summary.max_params - 1.0)
             if state == "pruned":
                 study.tell(trial, state=TrialState.PRUNED)
-                return "pruned"
             elif (ret is not None and ret.status == JobStatus.FAILED) or state == "failed":
                 study.tell(trial, state=TrialState.FAIL)
                 self.n_failed += 1
                 self.last_error = facts.get("error")
                 log.warning("trial %d failed: %s", trial.number, facts.get("error"))
-                return "failed"
             elif state in ("completed", "rejected"):
                 value = ret.return_value if ret is not None else self.recorded_value(summary)
                 study.tell(trial, values=list(value) if isinstance(value, (list, tuple)) else [value])
                 if state == "rejected":
                     log.warning("trial %d rejected: %s", trial.number, summary.reason)
-                return state
             else:
                 # no run record: the job died (killed, cancelled, preempted); retried from its checkpoint
-                trial.set_user_attr("state", "failed")
-                trial.set_user_attr("error", DIED.format(grace=self.grace_period))
-                study.tell(trial, state=TrialState.FAIL)
+                self.fail_and_retry(study, trial, DIED.format(grace=self.grace_period))
                 log.warning("trial %d: its job died; it will be retried from its checkpoint", trial.number)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
-                retry(study, study._storage.get_trial(trial._trial_id))
-                return "died"
         except optuna.exceptions.UpdateFinishedTrialError:
             log.info("trial %d was already finished by another worker; its retry reports it", trial.number)
-        return "elsewhere"
+
+    def fail_and_retry(self, study: optuna.Study, trial: optuna.trial.Trial, error: str) -> None:
+        """A trial whose job ended without a run record: FAIL with why, and a retry queued (up to max_retry)
+        that resumes in its folder. Raises UpdateFinishedTrialError when another worker told it first."""
+        trial.set_user_attr("state", "failed")
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
+        retry(study, study._storage.get_trial(trial._trial_id))
 
     def settle_stale(self, study: optuna.Study, sweep_dir: Path) -> None:
         """Running trials whose job stopped beating for grace_period seconds (killed, cancelled, preempted,

@@ -266,11 +266,7 @@ class Scheduler:
                 self.outcomes.tell(self.study, job.trial, None, job.run_dir)
                 continue
             try:
-                job.trial.set_user_attr("state", "failed")
-                job.trial.set_user_attr("error", INTERRUPTED)
-                self.study.tell(job.trial, state=TrialState.FAIL)
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.outcomes.max_retry)(
-                    self.study, self.study._storage.get_trial(job.trial._trial_id))
+                self.outcomes.fail_and_retry(self.study, job.trial, INTERRUPTED)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
         log.warning("interrupted: %d running trial(s) stopped and queued for a retry from their checkpoints; run "
