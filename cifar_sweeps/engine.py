@@ -90,10 +90,10 @@ def has_narrow_strided_pointwise_conv(model: nn.Module) -> bool:
 
 def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: str, model: nn.Module,
                           amp: bool = False) -> bool:
-    """`channels_last=auto`: on for CUDA; on a CPU in fp32, on for BatchNorm nets and off for GroupNorm /
-    LayerNorm nets, whose NCHW steps measured faster (docs/speed.md, `cifar_sweeps.bench --choices`); on a
-    CPU in bf16, the format the zoo benchmark measured fastest for the net (`speed.BF16_ON_CPU`).
-    Always off on CPU for a net that would hang in it."""
+    """`channels_last=auto`: on for CUDA and for a CPU in fp32 (with the fast modules it measured as fast
+    or faster than NCHW for every zoo net and norm: `cifar_sweeps.bench --zoo --candidates`,
+    docs/speed.md); on a CPU in bf16, the format the zoo benchmark measured fastest for the net
+    (`speed.BF16_ON_CPU`). Always off on CPU for a net that would hang in it."""
     if device.type == "cpu" and has_narrow_strided_pointwise_conv(model):
         if channels_last is True:
             log.warning("channels_last=true ignored: a 1x1 stride-2 conv with < 8 input channels hangs in "
@@ -102,8 +102,8 @@ def resolve_channels_last(channels_last: Any, device: torch.device, norm_kind: s
     if channels_last != "auto":
         return bool(channels_last)
     if device.type == "cpu" and amp:
-        return BF16_ON_CPU.get((type(model).__name__, norm_kind), norm_kind == "bn")
-    return device.type == "cuda" or norm_kind == "bn"
+        return BF16_ON_CPU.get((type(model).__name__, norm_kind), True)
+    return True
 
 
 def seed_everything(seed: int) -> None:
@@ -183,7 +183,7 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
     channels_last = resolve_channels_last(cfg.channels_last, device, norm_kind, model, use_amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # same maths, cheaper modules (dropout mask from rand_like, ReLU in place, strided dilated convs on the
+    # same maths, cheaper modules (dropout mask from 16-bit random draws, ReLU in place, strided dilated convs on the
     # subsampled map); same parameters and state_dict (cifar_sweeps/speed.py)
     fast_modules = use_fast_modules(model) if cfg.get("fast_modules", True) else {}
     forward = torch.compile(model) if cfg.compile else model

@@ -116,8 +116,10 @@ def zoo_setups(cfg, device: torch.device, threads: int, candidates: bool) -> lis
         probe = build_model(cfg)  # for the layout rules, which look at the modules
     name = type(probe).__name__
     before_amp = device.type == "cuda"  # amp: true was ignored on CPU
-    setups = [make_setup("before", cfg, device, x, y, before_amp,
-                         resolve_channels_last("auto", device, norm_kind, probe, amp=False),
+    # channels_last was on for CUDA and for BatchNorm nets on CPU
+    before_channels_last = resolve_channels_last(device.type == "cuda" or norm_kind == "bn", device, norm_kind,
+                                                 probe, amp=False)
+    setups = [make_setup("before", cfg, device, x, y, before_amp, before_channels_last,
                          fast_modules=False, compile_model=False, threads=threads)]
     amp = resolve_amp(cfg.amp, device, name, norm_kind)
     setups.append(make_setup("auto", cfg, device, x, y, amp,

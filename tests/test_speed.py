@@ -92,7 +92,7 @@ def test_build_run_falls_back_to_fp32_on_a_cpu_without_bf16(tiny_cfg, monkeypatc
     run = build_run(tiny_cfg("model=dilated_c4", "model.width=8", "norm=gn", "device=cpu", "threads=1"))
     assert not run.use_amp and run.speed["precision"] == "fp32"
     assert run.speed["fast_modules"]["dropout"] > 0 and run.speed["threads"] == 1
-    assert run.speed["memory_format"] == "NCHW" and run.speed["compile"] is False
+    assert run.speed["memory_format"] == "channels_last" and run.speed["compile"] is False
 
 
 def test_build_run_uses_bf16_where_the_cpu_has_it(tiny_cfg, monkeypatch):
@@ -137,6 +137,21 @@ def test_fast_dropout_keeps_scales_and_drops_like_nn_dropout():
     drop.eval()
     assert drop(x) is x
     assert FastDropout(0.0)(x) is x and torch.equal(FastDropout(1.0)(x), torch.zeros_like(x))
+
+
+def test_fast_dropout_mask_follows_the_layout_and_every_16_bit_lane_is_uniform():
+    torch.manual_seed(0)
+    p = 0.1
+    x = torch.randn(32, 16, 16, 16).to(memory_format=torch.channels_last)
+    mask = FastDropout(p).scaled_keep_mask(x)
+    assert mask.stride() == x.stride() and mask.dtype == x.dtype
+    assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+    # each int64 draw is cut into four 16-bit uniforms: every quarter of the memory order drops p of its values
+    in_memory_order = mask.permute(0, 2, 3, 1).reshape(-1, 4)
+    sigma = (p * (1 - p) / in_memory_order.shape[0]) ** 0.5
+    for lane in range(4):
+        assert abs((in_memory_order[:, lane] == 0).float().mean().item() - p) < 4 * sigma
+    assert not torch.equal(mask, FastDropout(p).scaled_keep_mask(x))  # a fresh mask every call
 
 
 def test_fast_dropout_in_bf16_keeps_the_dtype():
