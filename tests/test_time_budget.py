@@ -33,7 +33,7 @@ def test_the_plan_fills_whole_epochs_then_a_partial_last_one():
     assert steps_that_fit(36.0, 1.0, 2.0, 10, 1000) == 30
     assert steps_that_fit(41.5, 1.0, 2.0, 10, 1000) == 33  # 5.5 s left: 2 s validation, 3 steps
     assert steps_that_fit(41.5, 1.0, 2.0, 10, 25) == 25  # epochs caps it
-    assert steps_that_fit(11.0, 1.0, 2.0, 10, 1000) == 8  # less than an epoch: the caller refuses it
+    assert steps_that_fit(11.0, 1.0, 2.0, 10, 1000) == 9  # less than an epoch: the caller refuses it
 
 
 @pytest.mark.parametrize("value", ["5", "0", "-3", "abc", "true", "nan"])
@@ -159,7 +159,7 @@ def test_per_trial_budgets_and_a_search_budget(tmp_path, cifar_npz):
 
 def test_the_search_deadline_stops_running_trials_and_a_rerun_continues_them(tmp_path, cifar_npz):
     # no per-trial budget: the first trial starts, and the deadline stops it (recorded, queued for a retry)
-    long_trial = ["model=skip_s8", "epochs=30", "data.train_subset=2000"]
+    long_trial = ["model=skip_s8", "epochs=40", "data.train_subset=1000"]
     proc = sweep(tmp_path, *long_trial, "hydra.sweeper.n_trials=1", "hydra.sweeper.time_budget_s=25", npz=cifar_npz)
     assert "the search's time budget ended: 1 running trial(s) stopped" in proc.stdout + proc.stderr
     trials = load(tmp_path, "budget_50k").trials
