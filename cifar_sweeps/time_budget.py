@@ -21,7 +21,8 @@ How a run plans itself (`make_plan`), once, before its first real step:
    StepLR / MultiStepLR / ExponentialLR, written for `epochs`, are scaled to the planned epochs, so
    the schedule ends at the last planned step.
 4. Re-check after every epoch (`shrink_to_fit`): the epoch's wall time against its estimate gives how
-   much slower the machine is now; if the rest of the plan no longer fits at that speed, the plan is
+   much slower the machine is now (the lesser of the last two epochs' ratios: one slow epoch is noise;
+   the first epoch counts only when over `FIRST_EPOCH_TOLERANCE`, as it pays one-time costs); if the rest of the plan no longer fits at that speed, the plan is
    cut to the steps that do fit and the schedule is laid again over the new length and stepped
    forward to where training is: the learning rate jumps ahead to where the shorter schedule is at
    this step and still ends at its end value on the (new) last step. A plan is only ever shortened.
@@ -56,6 +57,10 @@ MIN_TIME_BUDGET_S = 10.0
 WARMUP_STEPS, TIMED_STEPS = 2, 6
 # share of the budget kept for what is not measured: the record, the logger, the process's exit
 RESERVE = 0.01
+# the first epoch alone pays one-time costs (allocations, first validation): up to this much slower than
+# its estimate it is not taken for a slower machine; from the second epoch on, the lesser slowdown of the
+# last two epochs is (one slow epoch is noise, two are the machine)
+FIRST_EPOCH_TOLERANCE = 1.25
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Plan:
     test_s: float  # estimated seconds of the final test
     startup_s: float  # budget already spent when the plan was made (start-up, data, measuring)
     replans: list[dict[str, Any]] = field(default_factory=list)  # each shortening: after which epoch, why
+    slowdowns: list[float] = field(default_factory=list)  # each epoch's wall time / its estimate
 
     @property
     def epochs(self) -> int:
@@ -235,10 +241,13 @@ def shrink_to_fit(run: Run, plan: Plan, epoch: int, epoch_wall_s: float, started
     """After `epoch` (whole, took epoch_wall_s with everything around it): if the rest of the plan no longer
     fits the budget at the speed just seen, cut it to what fits and lay the schedule again. True if cut."""
     done = epoch * plan.steps_per_epoch
+    plan.slowdowns.append(epoch_wall_s / (plan.steps_in(epoch) * plan.step_s + plan.val_s))
     if done >= plan.total_steps:
         return False
-    expected = plan.steps_in(epoch) * plan.step_s + plan.val_s
-    slowdown = max(1.0, epoch_wall_s / expected)
+    if len(plan.slowdowns) == 1:
+        slowdown = plan.slowdowns[0] if plan.slowdowns[0] > FIRST_EPOCH_TOLERANCE else 1.0
+    else:
+        slowdown = max(1.0, min(plan.slowdowns[-2:]))
     left = plan.time_budget_s * (1 - RESERVE) - (time.perf_counter() - started) - plan.test_s * slowdown
     remaining = plan.total_steps - done
     needed = slowdown * (remaining * plan.step_s + math.ceil(remaining / plan.steps_per_epoch) * plan.val_s)

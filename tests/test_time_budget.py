@@ -63,10 +63,10 @@ def final_state(run_dir: Path) -> tuple[dict, dict]:
     return summary, checkpoint
 
 
-def check_schedule_ends_with_the_plan(summary: dict, checkpoint: dict, scheduler: str) -> None:
+def check_schedule_ends_with_the_plan(summary: dict, checkpoint: dict, scheduler: str, budget: int = 20) -> None:
     plan = summary["time_plan"]
     history = checkpoint["progress"]["history"]
-    assert summary["time_budget_s"] == 20 and summary["epochs"] == 100
+    assert summary["time_budget_s"] == budget and summary["epochs"] == 100
     assert summary["epochs_planned"] == plan["epochs"] == summary["epochs_done"] == len(history) >= 1
     assert plan["epochs"] == -(-plan["total_steps"] // plan["steps_per_epoch"])
     assert {"step_s", "img_s", "val_s", "test_s", "startup_s", "first_total_steps", "replans"} <= plan.keys()
@@ -93,20 +93,20 @@ def test_a_slower_machine_cuts_the_plan_and_the_schedule_still_ends_at_its_last_
                                                                                       monkeypatch):
     real_train_epoch = train_module.train_epoch
 
-    def slower_after_epoch_1(run, epoch, steps=None):  # the machine gets ~4x slower after the first epoch
+    def slower_after_epoch_1(run, epoch, steps=None):  # the machine gets ~2x slower after the first epoch
         started = time.perf_counter()
         row = real_train_epoch(run, epoch, steps)
         if epoch >= 2:
-            time.sleep(3 * (time.perf_counter() - started))
+            time.sleep(time.perf_counter() - started)
         return row
 
     monkeypatch.setattr(train_module, "train_epoch", slower_after_epoch_1)
-    train(tiny_cfg(*BUDGETED, "scheduler=cosine"))
+    train(tiny_cfg(*BUDGETED, "scheduler=cosine", "time_budget_s=40"))
     summary, checkpoint = final_state(tmp_path / "run")
     plan = summary["time_plan"]
-    assert plan["replans"] and plan["replans"][-1]["slowdown"] > 2
-    assert plan["total_steps"] < plan["first_total_steps"]
-    check_schedule_ends_with_the_plan(summary, checkpoint, "cosine")
+    assert plan["replans"] and plan["replans"][0]["slowdown"] > 1.5 and plan["replans"][0]["after_epoch"] >= 3
+    assert plan["total_steps"] < plan["first_total_steps"] and len(plan["slowdowns"]) == plan["epochs"]
+    check_schedule_ends_with_the_plan(summary, checkpoint, "cosine", budget=40)
 
 
 # 3,000 real images, at most 5 epochs (~2 s each here) in a budget that fits them all
