@@ -292,7 +292,8 @@ class Scheduler:
                     break
                 jobs.append(job)
             if not jobs:
-                if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if not self.time_fits_a_trial() or not self.study.get_trials(deepcopy=False,
+                                                                             states=(TrialState.RUNNING,)):
                     return
                 self.stop.wait(self.heartbeat_interval)
                 continue
