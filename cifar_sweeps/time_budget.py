@@ -22,7 +22,8 @@ How a run plans itself (`make_plan`), once, before its first real step:
    the schedule ends at the last planned step.
 4. Re-check after every epoch (`shrink_to_fit`): the epoch's wall time against its estimate gives how
    much slower the machine is now (the lesser of the last two epochs' ratios: one slow epoch is noise;
-   the first epoch counts only when over `FIRST_EPOCH_TOLERANCE`, as it pays one-time costs); if the rest of the plan no longer fits at that speed, the plan is
+   the first epoch counts only when over `FIRST_EPOCH_TOLERANCE`, as it pays one-time costs); if the
+   rest of the plan no longer fits at that speed, the plan is
    cut to the steps that do fit and the schedule is laid again over the new length and stepped
    forward to where training is: the learning rate jumps ahead to where the shorter schedule is at
    this step and still ends at its end value on the (new) last step. A plan is only ever shortened.

@@ -283,7 +283,8 @@ def train_in(cfg: DictConfig, run_dir: Path, finished: RunSummary | None, starte
                              best_epoch=progress.best_epoch, final_val_acc=pruned.value, epochs=cfg.epochs,
                              epochs_done=progress.epoch, wall_s=progress.train_s, seed=cfg.seed,
                              resumed_at=progress.resumed_at, **budget_facts(cfg, progress))
-        log.info("trial pruned at epoch %d of %d", pruned.epoch, progress.plan["epochs"] if progress.plan else cfg.epochs)
+        log.info("trial pruned at epoch %d of %d", pruned.epoch,
+                 progress.plan["epochs"] if progress.plan else cfg.epochs)
         write_summary(run_dir, summary)
         remove_checkpoint(run_dir)  # a pruned trial's weights are not needed
         logger.log_summary(summary, {})

@@ -22,7 +22,7 @@ from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.time_budget import steps_that_fit
 from cifar_sweeps.train import train
 from conftest import ROOT, compose_cfg
-from test_sweeps import TINY_TRIAL, load, sweep
+from test_sweeps import load, sweep
 
 # the plan may use up to 100 epochs: the budget decides
 BUDGETED = ["time_budget_s=20", "epochs=100", "keep_checkpoint=true", "threads=1"]
