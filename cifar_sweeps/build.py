@@ -56,11 +56,26 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return call_partial("optimizer", cfg.optimizer, params=model.parameters())
 
 
-def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: int):
+def scale_epoch_settings(sched_cfg: dict, target: str, ratio: float) -> None:
+    """Settings counted in epochs (StepLR's step_size, MultiStepLR's milestones) and ExponentialLR's
+    per-epoch gamma, written for one run length, stretched by `ratio` to another: the same shape, and the
+    same final learning rate, over a time budget's planned epochs (cifar_sweeps.time_budget)."""
+    if target.endswith(".StepLR") and "step_size" in sched_cfg:
+        sched_cfg["step_size"] = max(1, round(sched_cfg["step_size"] * ratio))
+    elif target.endswith("MultiStepLR") and "milestones" in sched_cfg:
+        sched_cfg["milestones"] = sorted({max(1, round(m * ratio)) for m in sched_cfg["milestones"]})
+    elif target.endswith("ExponentialLR") and "gamma" in sched_cfg:
+        sched_cfg["gamma"] = sched_cfg["gamma"] ** (1 / ratio)
+
+
+def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: int, total_steps: int | None = None,
+                    written_for: int | None = None):
     """Returns (scheduler or None, interval) where interval is 'step' or 'epoch'.
 
     Schedules that span the run get their length from the data, never from the user:
-    OneCycleLR's total_steps and CosineAnnealingLR's T_max.
+    OneCycleLR's total_steps and CosineAnnealingLR's T_max. A time-budgeted run passes its planned
+    `total_steps` (its last epoch may be partial) and `written_for`, the `epochs` its epoch settings were
+    written for (scaled to `epochs`).
     """
     sched_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
     interval = sched_cfg.pop("interval", "epoch")
@@ -69,7 +84,12 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int, epochs: in
     target = sched_cfg.get("_target_")
     if not target:
         return None, interval
-    units = steps_per_epoch * epochs if interval == "step" else epochs
+    if written_for and written_for != epochs:
+        scale_epoch_settings(sched_cfg, target, epochs / written_for)
+    if interval == "step":
+        units = total_steps if total_steps is not None else steps_per_epoch * epochs
+    else:
+        units = epochs
     if target.endswith("OneCycleLR"):
         sched_cfg["total_steps"] = units
         # OneCycleLR divides by zero when its warm-up is exactly one step (e.g. 4 steps, pct 0.25): a

@@ -45,6 +45,8 @@ class Progress:
     best_epoch: int = 0
     train_s: float = 0.0  # wall seconds spent in earlier processes (a resumed run adds its own)
     resumed_at: list[int] = field(default_factory=list)
+    # a time-budgeted run's plan (time_budget.Plan.as_dict): a resumed run keeps it, never measures again
+    plan: dict[str, Any] | None = None
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

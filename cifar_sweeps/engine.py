@@ -157,6 +157,7 @@ class Run:
     channels_last: bool
     receptive_field: dict
     speed: dict  # the settings the training step runs with (threads, precision, ...), for summary.json
+    epochs: int = 0  # epochs this run trains: cfg.epochs, or a time budget's plan (cifar_sweeps.time_budget)
 
     @property
     def final_model(self) -> nn.Module:
@@ -203,7 +204,7 @@ def build_run(cfg: DictConfig, data: CifarData | None = None) -> Run:
     return Run(cfg=cfg, device=device, data=data, model=model, forward=forward, ema=ema, optimizer=optimizer,
                scheduler=scheduler, interval=interval, train_batches=train_batches, val_batches=val_batches,
                test_batches=test_batches, use_amp=use_amp, channels_last=channels_last, receptive_field=rf,
-               speed=speed)
+               speed=speed, epochs=cfg.epochs)
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -221,8 +222,9 @@ def train_step(model, forward, optimizer, x, y, cfg: DictConfig, use_amp: bool):
     return loss.detach(), logits
 
 
-def train_epoch(run: Run, epoch: int) -> EpochRow:
-    """One pass over the training split, then validation; returns the epoch's metrics row."""
+def train_epoch(run: Run, epoch: int, steps: int | None = None) -> EpochRow:
+    """One pass over the training split (its first `steps` batches, for a time budget's partial last epoch),
+    then validation; returns the epoch's metrics row."""
     cfg = run.cfg
     run.model.train()
     started = time.perf_counter()
@@ -231,8 +233,9 @@ def train_epoch(run: Run, epoch: int) -> EpochRow:
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     seen = 0
-    bar = tqdm(run.train_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not sys.stderr.isatty())
-    for x, y in bar:
+    bar = tqdm(run.train_batches, desc=f"epoch {epoch}/{run.epochs}", leave=False, disable=not sys.stderr.isatty(),
+               total=steps)
+    for step, (x, y) in enumerate(bar, 1):
         loss, logits = train_step(run.model, run.forward, run.optimizer, x, y, cfg, run.use_amp)
         if run.ema is not None:
             run.ema.update_parameters(run.model)
@@ -241,6 +244,8 @@ def train_epoch(run: Run, epoch: int) -> EpochRow:
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+        if step == steps:  # a partial last epoch: stop before drawing the next batch
+            break
     train_loss = loss_sum.item() / seen
     if not math.isfinite(train_loss):
         raise TrainingDiverged(f"training loss is {train_loss} at epoch {epoch}; lower optimizer.lr "

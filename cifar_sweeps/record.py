@@ -84,6 +84,12 @@ class RunSummary:
     resumed_at: list[int] = field(default_factory=list)
     # what the training steps ran with: threads, precision, memory_format, compile, fast_modules (engine.Run.speed)
     speed: dict[str, Any] | None = None
+    # time-budgeted runs (cifar_sweeps.time_budget): the budget in seconds, the epochs planned (the last may
+    # be partial; `epochs` is then their upper bound), and the plan: measured step time and img/s, estimated
+    # validation and test time, start-up spent, steps planned, and each shortening of the plan
+    time_budget_s: float | None = None
+    epochs_planned: int | None = None
+    time_plan: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,7 +38,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -51,6 +51,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from .clock import process_started
 from .errors import ConfigError
 from .names import trial_dir_name
 from .sweep.outcomes import RECORDED, Outcomes
@@ -76,6 +77,10 @@ class BudgetOptunaSweeperConf(OptunaSweeperConf):
     max_retry: int = 1
     # free: start the next trial the moment a slot frees; batch: n_jobs trials at a time, waiting for all
     schedule: str = "free"
+    # the search's wall-clock budget in seconds, from the sweeper's process start; null = none. No trial
+    # starts once the time left cannot fit one; at the deadline running trials are stopped and queued for a
+    # retry (cifar_sweeps.sweep.scheduler)
+    time_budget_s: Optional[float] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cifar_optuna", node=BudgetOptunaSweeperConf,
@@ -118,11 +123,14 @@ def check_searched_keys(config: DictConfig, names: list[str]) -> None:
 
 class BudgetSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args: Any, max_failure_rate: float, heartbeat_interval: int, grace_period: int,
-                 max_retry: int, sampler_seed: int | None, schedule: str, **kwargs: Any) -> None:
+                 max_retry: int, sampler_seed: int | None, schedule: str, time_budget_s: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, max_failure_rate=1.0, **kwargs)  # the scheduler applies a sweep-wide rate
         self.sweep_max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.sampler_seed, self.schedule = sampler_seed, schedule
+        self.time_budget_s = time_budget_s
+        self.process_started = process_started()
 
     def sweep(self, arguments: list[str]) -> None:
         if not self.storage:
@@ -156,8 +164,10 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         self.outcomes = Outcomes(self.config.objective, self.grace_period, self.max_retry)
         self.lock = AskLock(self.url, self.study.study_name)
+        deadline = self.process_started + self.time_budget_s if self.time_budget_s is not None else None
         scheduler = Scheduler(self.study, self.launcher, self.outcomes, self.heartbeat_interval, self.n_jobs,
-                              self.schedule, self.sweep_max_failure_rate * self.n_trials, SweepProgress(self.n_trials))
+                              self.schedule, self.sweep_max_failure_rate * self.n_trials, SweepProgress(self.n_trials),
+                              deadline=deadline, trial_budget_s=self.trial_time_budget())
         log.info("Study %s in %s: %d of n_trials=%d trials so far; sampler %s, pruner %s; %d slot(s), %s launcher, "
                  "schedule=%s; jobs in %s", self.study.study_name, masked_url(self.url), counted_trials(self.study),
                  self.n_trials, type(self.sampler).__name__, type(pruner).__name__, scheduler.slots, scheduler.kind,
@@ -167,6 +177,19 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         except KeyboardInterrupt:
             raise SystemExit(130) from None
         self.write_results(self.study)
+
+    def trial_time_budget(self) -> float | None:
+        """The most a trial's own time_budget_s may be: fixed on the command line or in the config, or the top
+        of its searched range; None when trials have no time budget."""
+        distribution = self.distributions.get("time_budget_s")
+        if distribution is not None:
+            high = getattr(distribution, "high", None)
+            if high is None:  # a choice(...)
+                high = max((c for c in getattr(distribution, "choices", ()) if isinstance(c, (int, float))),
+                           default=None)
+            return float(high) if high is not None else None
+        value = self.fixed_params.get("time_budget_s", self.config.get("time_budget_s"))
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def next_job(self) -> Job | None:
         """Under the workers' lock: settle dead and unseen-finished trials, then ask for the next trial if the
@@ -232,12 +255,13 @@ class BudgetOptunaSweeper(OptunaSweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Any | None, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
-                 heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int = 1, schedule: str = "free") -> None:
+                 heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int = 1, schedule: str = "free",
+                 time_budget_s: float | None = None) -> None:
         self.settings = dict(sampler=sampler, direction=direction, storage=storage, study_name=study_name,
                              n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
                              custom_search_space=custom_search_space, params=params,
                              heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
-                             schedule=schedule)
+                             schedule=schedule, time_budget_s=time_budget_s)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         s = self.settings
@@ -250,7 +274,8 @@ class BudgetOptunaSweeper(OptunaSweeper):
                                          s["n_jobs"], max_failure_rate=s["max_failure_rate"], custom_search_space=None,
                                          params=s["params"], heartbeat_interval=s["heartbeat_interval"],
                                          grace_period=s["grace_period"], max_retry=s["max_retry"],
-                                         sampler_seed=sampler_seed, schedule=s["schedule"])
+                                         sampler_seed=sampler_seed, schedule=s["schedule"],
+                                         time_budget_s=s["time_budget_s"])
         if s["custom_search_space"]:
             check_target("custom_search_space", "hydra.sweeper.custom_search_space", s["custom_search_space"])
             self.sweeper.custom_search_space_extender = instantiate(
@@ -284,6 +309,11 @@ def check_sweeper_settings(settings: dict[str, Any]) -> None:
                           f"hydra.sweeper.heartbeat_interval={interval} (seconds); e.g. hydra.sweeper.grace_period=60")
     if not (is_int(retry) and retry >= 0):
         raise ConfigError(f"hydra.sweeper.max_retry={retry!r} must be an integer >= 0; e.g. hydra.sweeper.max_retry=1")
+    budget = settings["time_budget_s"]
+    if budget is not None and not (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0
+                                   and budget != float("inf")):
+        raise ConfigError(f"hydra.sweeper.time_budget_s={budget!r} must be a positive number of seconds (from the "
+                          "sweeper's start) or null; e.g. hydra.sweeper.time_budget_s=600")
     if settings["schedule"] not in SCHEDULES:
         raise ConfigError(f"hydra.sweeper.schedule={settings['schedule']!r} must be one of {', '.join(SCHEDULES)} "
                           "(free: start a trial the moment a slot frees; batch: n_jobs at a time, waiting for all)")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import sweeper  # noqa: F401  registers hydra/sweeper=cifar_optuna before Hydra composes
 from .budget import fit_width_to_budget
 from .build import count_params, instantiate_group
+from .clock import process_started
 from .checkpoint import (Progress, check_same_config, has_checkpoint, load_checkpoint, remove_checkpoint,
                          save_checkpoint)
 from .data import CLASSES
@@ -33,6 +34,7 @@ from .loggers import NullLogger
 from .record import (CONFIG_FILE, FINISHED, METRICS_FILE, MODEL_FILE, RunSummary, atomic_write_text, read_summary,
                      rejection_value, write_atomically, write_summary)
 from .run_folder import RunFolderLock
+from .time_budget import Plan, check_time_left, lay_schedule, make_plan, shrink_to_fit
 from .trial import Pruned, SweepTrial, TrialTakenOver
 from .validation import validate
 
@@ -66,11 +68,30 @@ def start_or_resume(run: Run, config: dict, run_dir: Path) -> Progress:
     if run.cfg.resume and has_checkpoint(run_dir):
         progress = load_checkpoint(run, config, run_dir)
         progress.resumed_at.append(progress.epoch)
-        log.info("resumed %s after epoch %d of %d", run_dir, progress.epoch, run.cfg.epochs)
+        log.info("resumed %s after epoch %d of %d", run_dir, progress.epoch,
+                 Plan.from_dict(progress.plan).epochs if progress.plan else run.cfg.epochs)
         return progress
     if run.cfg.resume:
         log.info("resume=true but %s holds no checkpoint yet; starting from epoch 1", run_dir)
     return Progress()
+
+
+def plan_budget(run: Run, progress: Progress, started: float) -> Plan | None:
+    """With time_budget_s: the plan of a resumed run as it was saved, else measured and made now, with the
+    schedule laid over it (cifar_sweeps.time_budget). None without a budget: cfg.epochs stands."""
+    budget = run.cfg.get("time_budget_s")
+    if budget is None:
+        return None
+    if progress.plan is not None:  # never measured again: the resumed run ends where its plan ends
+        plan = Plan.from_dict(progress.plan)
+        run.epochs = plan.epochs
+        log.info("time budget %gs: keeping the saved plan, %d steps (%d epochs)", budget, plan.total_steps,
+                 plan.epochs)
+        return plan
+    plan = make_plan(run, budget, started)
+    lay_schedule(run, plan)
+    progress.plan = plan.as_dict()
+    return plan
 
 
 def log_epoch_line(row, epochs: int) -> None:
@@ -80,20 +101,27 @@ def log_epoch_line(row, epochs: int) -> None:
 
 
 def fit(run: Run, progress: Progress, config: dict, run_dir: Path, logger, trial: SweepTrial | None,
-        started: float) -> None:
-    """Train the remaining epochs; after each: metrics line, checkpoint, logger, pruner."""
+        started: float, plan: Plan | None = None) -> None:
+    """Train the remaining epochs (run.epochs: cfg.epochs or the time budget's plan); after each: the plan
+    re-checked, metrics line, checkpoint, logger, pruner."""
     cfg = run.cfg
     earlier_s = progress.train_s
     metrics_path = run_dir / METRICS_FILE
     # the checkpoint's history is the truth: a line written after the last checkpoint is dropped
     atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in progress.history))
+    epoch_began = time.perf_counter()
     with open(metrics_path, "a") as metrics_file:
-        for epoch in range(progress.epoch + 1, cfg.epochs + 1):
-            row = train_epoch(run, epoch)
+        while progress.epoch < run.epochs:  # a loop, not a range: the plan may be cut as it goes
+            epoch = progress.epoch + 1
+            row = train_epoch(run, epoch, plan.steps_in(epoch) if plan is not None else None)
             progress.epoch = epoch
             progress.history.append(row.as_dict())
             if row.val_acc is not None and row.val_acc > progress.best_val:
                 progress.best_val, progress.best_epoch = row.val_acc, epoch
+            # a resumed run keeps its plan: it ends exactly where the interrupted one would have
+            if plan is not None and not progress.resumed_at:
+                shrink_to_fit(run, plan, epoch, time.perf_counter() - epoch_began, started)
+                progress.plan = plan.as_dict()  # checkpointed with the schedule laid over it
             progress.train_s = earlier_s + time.perf_counter() - started
             try:
                 metrics_file.write(json.dumps(row.as_dict()) + "\n")
@@ -102,9 +130,10 @@ def fit(run: Run, progress: Progress, config: dict, run_dir: Path, logger, trial
                 raise unwritable(metrics_path, e) from None
             save_checkpoint(run, progress, config, run_dir)
             logger.log_epoch(row.as_dict())
-            log_epoch_line(row, cfg.epochs)
+            log_epoch_line(row, run.epochs)
             if trial is not None and row.val_acc is not None and isinstance(cfg.objective, str):
-                trial.report(epoch, row.val_acc, last=epoch == cfg.epochs)
+                trial.report(epoch, row.val_acc, last=epoch == run.epochs)
+            epoch_began = time.perf_counter()
 
 
 def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> RunSummary:
@@ -122,7 +151,14 @@ def test_summary(run: Run, progress: Progress, params: int, wall_s: float) -> Ru
         final_val_acc=progress.history[-1].get("val_acc"), test_acc=test["acc"], test_loss=test["loss"],
         test_acc_per_class=dict(zip(CLASSES, per_class)), test_confusion=confusion.tolist(), epochs=cfg.epochs,
         epochs_done=progress.epoch, train_images=len(run.data.train), wall_s=wall_s, device=str(run.device),
-        seed=cfg.seed, resumed_at=progress.resumed_at, speed=run.speed)
+        seed=cfg.seed, resumed_at=progress.resumed_at, speed=run.speed, **budget_facts(cfg, progress))
+
+
+def budget_facts(cfg: DictConfig, progress: Progress) -> dict:
+    """summary.json's time-budget fields: the budget, the epochs planned and the plan (None without a budget)."""
+    plan = progress.plan
+    return {"time_budget_s": cfg.get("time_budget_s"), "epochs_planned": plan["epochs"] if plan else None,
+            "time_plan": plan}
 
 
 def reject(cfg: DictConfig, run_dir: Path, params: int, config: dict, started: float):
@@ -187,9 +223,11 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 SWEEP_FOLDER_WAIT_S = 600
 
 
-def train(cfg: DictConfig):
-    """Train one configuration, write its record, return summary[cfg.objective] (a list for a list)."""
-    started = time.perf_counter()
+def train(cfg: DictConfig, started: float | None = None):
+    """Train one configuration, write its record, return summary[cfg.objective] (a list for a list).
+    `started`: the perf_counter reading a time budget counts from (the CLI passes its process's start);
+    by default, now."""
+    started = time.perf_counter() if started is None else started
     run_dir = run_dir_of(cfg)
     with RunFolderLock(run_dir, wait_s=SWEEP_FOLDER_WAIT_S if cfg.get("trial") else 0):
         finished = read_summary(run_dir)
@@ -210,6 +248,8 @@ def train_in(cfg: DictConfig, run_dir: Path, finished: RunSummary | None, starte
     logger, params, progress, trial = NullLogger(), None, Progress(), None
     try:
         validate(cfg)
+        if cfg.get("time_budget_s") is not None:
+            check_time_left(cfg.time_budget_s, started)
         # inside a cifar_sweeps sweep: the job's Optuna trial (heartbeat, per-epoch reports, pruner)
         trial = SweepTrial.from_config(cfg, pruner=instantiate_group("pruner", cfg.pruner))
         params = size_model(cfg)
@@ -231,7 +271,8 @@ def train_in(cfg: DictConfig, run_dir: Path, finished: RunSummary | None, starte
             logger.log_resumed(progress.history)
             if trial is not None and isinstance(cfg.objective, str):
                 trial.report_resumed(progress.history)  # a retry's curve starts at epoch 1 too
-        fit(run, progress, config, run_dir, logger, trial, started)
+        plan = plan_budget(run, progress, started)
+        fit(run, progress, config, run_dir, logger, trial, started, plan)
         summary = test_summary(run, progress, params, progress.train_s)
     except TrialTakenOver as e:
         log.warning("%s", e)  # another job owns this run folder now: leave it as it is
@@ -241,8 +282,9 @@ def train_in(cfg: DictConfig, run_dir: Path, finished: RunSummary | None, starte
                              model_width=cfg.model.get("width"), best_val_acc=progress.best_val,
                              best_epoch=progress.best_epoch, final_val_acc=pruned.value, epochs=cfg.epochs,
                              epochs_done=progress.epoch, wall_s=progress.train_s, seed=cfg.seed,
-                             resumed_at=progress.resumed_at)
-        log.info("trial pruned at epoch %d of %d", pruned.epoch, cfg.epochs)
+                             resumed_at=progress.resumed_at, **budget_facts(cfg, progress))
+        log.info("trial pruned at epoch %d of %d", pruned.epoch,
+                 progress.plan["epochs"] if progress.plan else cfg.epochs)
         write_summary(run_dir, summary)
         remove_checkpoint(run_dir)  # a pruned trial's weights are not needed
         logger.log_summary(summary, {})
@@ -288,14 +330,17 @@ def main(cfg: DictConfig):
     # a log file on a full disk must not turn every later log line into a traceback: the error that
     # stops the run is said once, below
     logging.raiseExceptions = False
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return train(cfg)
+        # a single run's time budget counts from process start; a sweep job's from its own start (a joblib
+        # worker or the sweeper's process runs many jobs)
+        return train(cfg, started=None if multirun else process_started())
     except UserError as e:
         # one clear line instead of a traceback; in a sweep the sweeper records the failure
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise
         exit_with(e)
 

@@ -25,6 +25,7 @@ from .engine import resolve_device
 from .errors import ConfigError
 from .record import OBJECTIVES
 from .targets import check_targets
+from .time_budget import MIN_TIME_BUDGET_S
 
 # torch.set_num_threads takes a C int (threads=2**31 is a ValueError inside torch) and starts that many
 # OpenMP workers: far more than any machine's cores only thrash. 1024 is above any node here
@@ -206,6 +207,9 @@ def check_device(cfg: DictConfig) -> None:
 
 def check_run_settings(cfg: DictConfig) -> None:
     check_int(cfg, "epochs", 1, example=20)
+    # a run's wall-clock budget; with it, epochs is the most the plan may take (cifar_sweeps.time_budget)
+    check_number(cfg, "time_budget_s", MIN_TIME_BUDGET_S, null="no time budget: epochs decides", example=600,
+                 optional=True)
     # the training loader drops a 1-image batch (BatchNorm cannot train on one image), so a batch of 1
     # would leave an epoch without a single step
     check_int(cfg, "batch_size", 2, example=256)

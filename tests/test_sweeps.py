@@ -180,6 +180,7 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
     ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 must be an integer >= 1"),
     ("hydra.sweeper.grace_period=5", "hydra.sweeper.grace_period=5 must be an integer larger than"),
     ("hydra.sweeper.max_failure_rate=2", "hydra.sweeper.max_failure_rate=2.0 must be a number in [0, 1]"),
+    ("hydra.sweeper.time_budget_s=0", "hydra.sweeper.time_budget_s=0.0 must be a positive number of seconds"),
 ])
 def test_bad_sweeper_settings_are_one_line_before_any_trial(override, message, tmp_path):
     line = one_line(sweep(tmp_path, override, check=False))

@@ -30,7 +30,7 @@ log = logging.getLogger("cifar_sweeps.sweeper")
 
 # RunSummary fields copied to each trial's user attributes
 RECORDED = ("state", "params", "max_params", "model_width", "reason", "error", "best_val_acc", "final_val_acc",
-            "test_acc", "epochs_done", "wall_s", "resumed_at")
+            "test_acc", "epochs_done", "wall_s", "resumed_at", "time_budget_s", "epochs_planned")
 DIED = "the job died before finishing (no heartbeat for {grace} s: killed, cancelled or preempted)"
 
 

@@ -20,6 +20,14 @@ stopped, and their trials failed with `error: interrupted` and queued for a retr
 same command again continues each from its checkpoint; SLURM jobs are left to finish (their run
 records are read by the next sweeper). The sweeper exits with status 130.
 
+`hydra.sweeper.time_budget_s` (a search's wall-clock budget, from the sweeper's process start): a slot
+starts no new trial once the time left is less than a trial takes (the per-trial `time_budget_s` when
+the search fixes or bounds it, else the longest job this sweeper has seen end; with neither known yet, a
+trial starts while any time is left). At the deadline the running trials are stopped the Ctrl-C way
+(`interrupt`), failed with `error: the search's time budget ended ...` and queued for a retry, and the
+sweeper ends normally (status 0, optimization_results.yaml written); the same command continues the
+study, retrying them from their checkpoints.
+
 Imported during Hydra's plugin scan: no torch.
 """
 
@@ -44,6 +52,8 @@ log = logging.getLogger("cifar_sweeps.sweeper")
 
 SCHEDULES = ("free", "batch")
 INTERRUPTED = "interrupted (Ctrl-C) before finishing; running the sweep again retries it from its checkpoint"
+BUDGET_ENDED = ("the search's time budget (hydra.sweeper.time_budget_s) ended before it finished; running the sweep "
+                "again retries it from its checkpoint")
 
 
 class TooManyFailedTrials(RuntimeError):
@@ -114,7 +124,8 @@ class Scheduler:
     """Runs jobs from `next_job` (None: nothing to start now) until the study has nothing left to run."""
 
     def __init__(self, study: optuna.Study, launcher: Any, outcomes: Outcomes, heartbeat_interval: int,
-                 n_jobs: int, schedule: str, max_failures: float, progress: SweepProgress):
+                 n_jobs: int, schedule: str, max_failures: float, progress: SweepProgress,
+                 deadline: float | None = None, trial_budget_s: float | None = None):
         self.study, self.launcher, self.outcomes, self.progress = study, launcher, outcomes, progress
         self.heartbeat_interval, self.schedule, self.max_failures = heartbeat_interval, schedule, max_failures
         self.kind = launcher_kind(launcher)
@@ -128,6 +139,11 @@ class Scheduler:
         self.running: dict[int, Job] = {}  # trial id -> job launched by this process and not yet told
         self._running_lock = threading.Lock()
         self.error: BaseException | None = None
+        # the search's time budget: a perf_counter deadline, and what a trial is known to take at most
+        self.deadline, self.trial_budget_s = deadline, trial_budget_s
+        self.job_seconds: list[float] = []  # wall time of each job this process launched and saw end
+        self.expired = False
+        self._out_of_time_said = False
 
     # -- one job ----------------------------------------------------------------------------------
 
@@ -137,6 +153,7 @@ class Scheduler:
             self.heartbeats.add(job.trial._trial_id)
             with self._running_lock:
                 self.running[job.trial._trial_id] = job
+        launched = time.perf_counter()
         try:
             returns = list(self.launcher.launch([job.overrides for job in jobs],
                                                 initial_job_idx=jobs[0].trial.number))
@@ -145,6 +162,8 @@ class Scheduler:
                 log.warning("the launcher lost a job (%s: %s); its trial's run record decides",
                             type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             returns = [None] * len(jobs)
+        if not self.stop.is_set():
+            self.job_seconds.append(time.perf_counter() - launched)
         for job in jobs:  # ended, or lost: from here on only a job that still runs beats for its trial
             self.heartbeats.discard(job.trial._trial_id)
         if any(r is None for r in returns) and not self.stop.is_set():
@@ -176,9 +195,41 @@ class Scheduler:
                 f"{self.max_failures:g}; last error: {self.outcomes.last_error}")
             self.stop.set()
 
+    # -- the search's time budget -------------------------------------------------------------------
+
+    def time_fits_a_trial(self) -> bool:
+        """Whether a new trial may start: always without a search budget; with one, while the time left is
+        at least what a trial takes (its fixed or bounded time_budget_s, or the longest job seen end)."""
+        if self.deadline is None:
+            return True
+        left = self.deadline - time.perf_counter()
+        known = [s for s in (self.trial_budget_s, max(self.job_seconds, default=None)) if s is not None]
+        needed = max(known, default=0.0)
+        if left > needed and left > 0:
+            return True
+        if not self._out_of_time_said:
+            self._out_of_time_said = True
+            log.info("search time budget: %.0f s left, a trial takes about %.0f s: no new trial starts", left, needed)
+        return False
+
+    def expire(self) -> None:
+        """At the deadline: stop the running trials the way Ctrl-C does (KeyboardInterrupt in the main thread,
+        which runs an in-process job or waits for the slots)."""
+        import _thread
+
+        if not self.stop.is_set():
+            self.expired = True
+            _thread.interrupt_main()
+
     # -- the policies -----------------------------------------------------------------------------
 
     def run(self, next_job: Callable[[], Job | None]) -> None:
+        timer = None
+        if self.deadline is not None:
+            timer = threading.Timer(max(0.0, self.deadline - time.perf_counter()), self.expire)
+            timer.daemon = True
+            timer.start()
+        self._threads: list[threading.Thread] = []
         with self.heartbeats:
             try:
                 if self.schedule == "batch":
@@ -188,15 +239,22 @@ class Scheduler:
                 else:
                     threads = [threading.Thread(target=self.slot, args=(next_job,), daemon=True, name=f"slot-{i}")
                                for i in range(self.slots)]
+                    self._threads = threads
                     for thread in threads:
                         thread.start()
                     for thread in threads:
                         while thread.is_alive():
                             thread.join(timeout=0.5)  # short joins: Ctrl-C reaches this thread
+                self.stop.set()  # ended before the deadline: the timer must not interrupt what follows
             except KeyboardInterrupt:
-                self.interrupt()
-                raise
+                self.interrupt(BUDGET_ENDED if self.expired else INTERRUPTED)
+                if not self.expired:
+                    raise
+                for thread in self._threads:  # their launches end with the jobs just stopped
+                    thread.join(timeout=30)
             finally:
+                if timer is not None:
+                    timer.cancel()
                 self.progress.close()
         if self.error is not None:
             raise self.error
@@ -204,7 +262,7 @@ class Scheduler:
     def slot(self, next_job: Callable[[], Job | None]) -> None:
         """Start-on-free: one trial after the other, as long as the study has trials to run."""
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and self.time_fits_a_trial():
                 job = next_job()
                 if job is None:
                     if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -228,13 +286,14 @@ class Scheduler:
         """The classic policy: up to n_jobs trials as one launch, the next batch once all have ended."""
         while not self.stop.is_set():
             jobs = []
-            while len(jobs) < self.slots:
+            while len(jobs) < self.slots and self.time_fits_a_trial():
                 job = next_job()
                 if job is None:
                     break
                 jobs.append(job)
             if not jobs:
-                if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if not self.time_fits_a_trial() or not self.study.get_trials(deepcopy=False,
+                                                                             states=(TrialState.RUNNING,)):
                     return
                 self.stop.wait(self.heartbeat_interval)
                 continue
@@ -243,14 +302,16 @@ class Scheduler:
 
     # -- Ctrl-C -----------------------------------------------------------------------------------
 
-    def interrupt(self) -> None:
-        """Stop starting trials; stop local jobs and queue their trials for a retry; leave SLURM jobs."""
+    def interrupt(self, reason: str = INTERRUPTED) -> None:
+        """Stop starting trials; stop local jobs and queue their trials for a retry (failed with `reason`);
+        leave SLURM jobs. Ctrl-C and the end of the search's time budget."""
         self.stop.set()
+        what = "the search's time budget ended" if reason == BUDGET_ENDED else "interrupted"
         with self._running_lock:
             jobs = list(self.running.values())
         if self.kind == "slurm":
-            log.warning("interrupted: %d SLURM job(s) left running; their run records are read when the sweep "
-                        "is run again", len(jobs))
+            log.warning("%s: %d SLURM job(s) left running; their run records are read when the sweep "
+                        "is run again", what, len(jobs))
             return
         # local jobs run in this process's children (loky workers, submitit_local processes) or in this process
         # (basic launcher, stopped by the KeyboardInterrupt itself): end them all
@@ -266,8 +327,8 @@ class Scheduler:
                 self.outcomes.tell(self.study, job.trial, None, job.run_dir)
                 continue
             try:
-                self.outcomes.fail_and_retry(self.study, job.trial, INTERRUPTED)
+                self.outcomes.fail_and_retry(self.study, job.trial, reason)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
-        log.warning("interrupted: %d running trial(s) stopped and queued for a retry from their checkpoints; run "
-                    "the same command to continue", len(jobs))
+        log.warning("%s: %d running trial(s) stopped and queued for a retry from their checkpoints; run "
+                    "the same command to continue", what, len(jobs))
