@@ -86,7 +86,7 @@ class RunSummary:
     speed: dict[str, Any] | None = None
     # time-budgeted runs (cifar_sweeps.time_budget): the budget in seconds, the epochs planned (the last may
     # be partial; `epochs` is then their upper bound), and the plan: measured step time and img/s, estimated
-    # validation and test time, start-up spent, steps planned, and each shortening of the plan
+    # validation and test time, start-up spent, steps planned, and each re-plan
     time_budget_s: float | None = None
     epochs_planned: int | None = None
     time_plan: dict[str, Any] | None = None

@@ -20,13 +20,14 @@ How a run plans itself (`make_plan`), once, before its first real step:
    T_max are the planned steps (epochs, for an epoch-interval schedule), and the epoch settings of
    StepLR / MultiStepLR / ExponentialLR, written for `epochs`, are scaled to the planned epochs, so
    the schedule ends at the last planned step.
-4. Re-check after every epoch (`shrink_to_fit`): the epoch's wall time against its estimate gives how
-   much slower the machine is now (the lesser of the last two epochs' ratios: one slow epoch is noise;
-   the first epoch counts only when over `FIRST_EPOCH_TOLERANCE`, as it pays one-time costs); if the
-   rest of the plan no longer fits at that speed, the plan is
-   cut to the steps that do fit and the schedule is laid again over the new length and stepped
-   forward to where training is: the learning rate jumps ahead to where the shorter schedule is at
-   this step and still ends at its end value on the (new) last step. A plan is only ever shortened.
+4. Re-plan after every epoch (`replan_to_fit`): the epochs' wall times against their estimates give
+   the machine's speed now (the mean ratio of the last `RECENT_EPOCHS` epochs; after the first epoch
+   alone only a ratio beyond `FIRST_EPOCH_TOLERANCE` counts, as it pays one-time costs). The steps that
+   fit in what is left of the budget at that speed become the new plan when they move its end by more
+   than `REPLAN_TOLERANCE` of the budget: cut when the machine got slower, lengthened (up to `epochs`)
+   when it got faster. The schedule is then laid again over the new length and stepped forward to
+   where training is: the learning rate moves to where the new schedule is at this step and still
+   ends at its end value on the (new) last step.
 
 The plan lives in the checkpoint (`Progress.plan`): a resumed run (resume=true after a kill) keeps
 the plan it was killed with, never measures again and never re-plans, so it ends where the plan ends
@@ -39,6 +40,7 @@ import copy
 import dataclasses
 import logging
 import math
+import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,10 +60,15 @@ MIN_TIME_BUDGET_S = 10.0
 WARMUP_STEPS, TIMED_STEPS = 2, 6
 # share of the budget kept for what is not measured: the record, the logger, the process's exit
 RESERVE = 0.01
-# the first epoch alone pays one-time costs (allocations, first validation): up to this much slower than
-# its estimate it is not taken for a slower machine; from the second epoch on, the lesser slowdown of the
-# last two epochs is (one slow epoch is noise, two are the machine)
+# the first epoch alone pays one-time costs (allocations, first validation): within this factor of its
+# estimate it is not taken for a slower (or faster) machine
 FIRST_EPOCH_TOLERANCE = 1.25
+# the machine's speed is the mean over this many recent epochs: on a 2-core cloud VM one epoch's time moved
+# by up to +-20% from the next (results/time_budget_cpu/), and following every epoch would re-plan on noise
+RECENT_EPOCHS = 3
+# every re-plan moves the learning rate: one is made only when it moves the end by more than this share of
+# the budget (well inside the +-3% the budget is kept to)
+REPLAN_TOLERANCE = 0.01
 
 
 @dataclass
@@ -72,13 +79,13 @@ class Plan:
     time_budget_s: float
     steps_per_epoch: int
     total_steps: int  # training steps planned: the schedule's length
-    first_total_steps: int  # the plan as first made, before any shortening
+    first_total_steps: int  # the plan as first made, before any re-plan
     step_s: float  # seconds per training step, measured
     img_s: float  # training images per second, measured
     val_s: float  # estimated seconds of one validation pass
     test_s: float  # estimated seconds of the final test
     startup_s: float  # budget already spent when the plan was made (start-up, data, measuring)
-    replans: list[dict[str, Any]] = field(default_factory=list)  # each shortening: after which epoch, why
+    replans: list[dict[str, Any]] = field(default_factory=list)  # each re-plan: after which epoch, why
     slowdowns: list[float] = field(default_factory=list)  # each epoch's wall time / its estimate
 
     @property
@@ -238,27 +245,26 @@ def lay_schedule(run: Run, plan: Plan, epochs_done: int = 0) -> None:
     run.epochs = plan.epochs
 
 
-def shrink_to_fit(run: Run, plan: Plan, epoch: int, epoch_wall_s: float, started: float) -> bool:
-    """After `epoch` (whole, took epoch_wall_s with everything around it): if the rest of the plan no longer
-    fits the budget at the speed just seen, cut it to what fits and lay the schedule again. True if cut."""
+def replan_to_fit(run: Run, plan: Plan, epoch: int, epoch_wall_s: float, started: float) -> bool:
+    """After `epoch` (whole, took epoch_wall_s with everything around it): the steps that fit in what is left of
+    the budget at the speed of the recent epochs become the plan, with the schedule laid again over it, when
+    they move its end by more than REPLAN_TOLERANCE of the budget (cut or lengthened). True if re-planned."""
     done = epoch * plan.steps_per_epoch
     plan.slowdowns.append(epoch_wall_s / (plan.steps_in(epoch) * plan.step_s + plan.val_s))
     if done >= plan.total_steps:
         return False
-    if len(plan.slowdowns) == 1:
-        slowdown = plan.slowdowns[0] if plan.slowdowns[0] > FIRST_EPOCH_TOLERANCE else 1.0
-    else:
-        slowdown = max(1.0, min(plan.slowdowns[-2:]))
-    left = plan.time_budget_s * (1 - RESERVE) - (time.perf_counter() - started) - plan.test_s * slowdown
-    remaining = plan.total_steps - done
-    needed = slowdown * (remaining * plan.step_s + math.ceil(remaining / plan.steps_per_epoch) * plan.val_s)
-    if needed <= left:
+    if len(plan.slowdowns) == 1 and 1 / FIRST_EPOCH_TOLERANCE <= plan.slowdowns[0] <= FIRST_EPOCH_TOLERANCE:
         return False
-    fits = steps_that_fit(left / slowdown, plan.step_s, plan.val_s, plan.steps_per_epoch, remaining)
-    log.warning("time budget: epoch %d took %.1fs, %.2fx the estimate; %d of the %d remaining steps fit: the plan "
-                "is cut to %d steps and the schedule laid over it", epoch, epoch_wall_s, slowdown, fits, remaining,
-                done + fits)
-    plan.replans.append({"after_epoch": epoch, "slowdown": slowdown, "total_steps_before": plan.total_steps,
+    slowdown = statistics.fmean(plan.slowdowns[-RECENT_EPOCHS:])
+    left = plan.time_budget_s * (1 - RESERVE) - (time.perf_counter() - started) - plan.test_s * slowdown
+    most = run.cfg.epochs * plan.steps_per_epoch - done
+    fits = steps_that_fit(left / slowdown, plan.step_s, plan.val_s, plan.steps_per_epoch, most)
+    moved_s = abs(done + fits - plan.total_steps) * plan.step_s * slowdown
+    if moved_s <= REPLAN_TOLERANCE * plan.time_budget_s:  # a step or two over or under: noise, not the machine
+        return False
+    log.warning("time budget: the last epochs took %.2fx their estimate; %d more steps fit: the plan goes from %d "
+                "to %d steps and the schedule is laid over it", slowdown, fits, plan.total_steps, done + fits)
+    plan.replans.append({"after_epoch": epoch, "slowdown": round(slowdown, 3), "total_steps_before": plan.total_steps,
                          "total_steps": done + fits})
     plan.total_steps = done + fits
     if fits:

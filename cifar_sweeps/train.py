@@ -34,7 +34,7 @@ from .loggers import NullLogger
 from .record import (CONFIG_FILE, FINISHED, METRICS_FILE, MODEL_FILE, RunSummary, atomic_write_text, read_summary,
                      rejection_value, write_atomically, write_summary)
 from .run_folder import RunFolderLock
-from .time_budget import Plan, check_time_left, lay_schedule, make_plan, shrink_to_fit
+from .time_budget import Plan, check_time_left, lay_schedule, make_plan, replan_to_fit
 from .trial import Pruned, SweepTrial, TrialTakenOver
 from .validation import validate
 
@@ -120,7 +120,7 @@ def fit(run: Run, progress: Progress, config: dict, run_dir: Path, logger, trial
                 progress.best_val, progress.best_epoch = row.val_acc, epoch
             # a resumed run keeps its plan: it ends exactly where the interrupted one would have
             if plan is not None and not progress.resumed_at:
-                shrink_to_fit(run, plan, epoch, time.perf_counter() - epoch_began, started)
+                replan_to_fit(run, plan, epoch, time.perf_counter() - epoch_began, started)
                 progress.plan = plan.as_dict()  # checkpointed with the schedule laid over it
             progress.train_s = earlier_s + time.perf_counter() - started
             try:
