@@ -22,8 +22,9 @@ records are read by the next sweeper). The sweeper exits with status 130.
 
 `hydra.sweeper.time_budget_s` (a search's wall-clock budget, from the sweeper's process start): a slot
 starts no new trial once the time left is less than a trial takes (the per-trial `time_budget_s` when
-the search fixes or bounds it, else the longest job this sweeper has seen end; with neither known yet, a
-trial starts while any time is left). At the deadline the running trials are stopped the Ctrl-C way
+the search fixes or bounds it, else the median length of the jobs this sweeper has seen end, pruned ones
+included; with neither known yet, a trial starts while any time is left). So the search runs to its
+deadline: a trial that started with time for a typical trial but runs longer is stopped there. At the deadline the running trials are stopped the Ctrl-C way
 (`interrupt`), failed with `error: the search's time budget ended ...` and queued for a retry, and the
 sweeper ends normally (status 0, optimization_results.yaml written); the same command continues the
 study, retrying them from their checkpoints.
@@ -34,6 +35,7 @@ Imported during Hydra's plugin scan: no torch.
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -199,11 +201,13 @@ class Scheduler:
 
     def time_fits_a_trial(self) -> bool:
         """Whether a new trial may start: always without a search budget; with one, while the time left is
-        at least what a trial takes (its fixed or bounded time_budget_s, or the longest job seen end)."""
+        at least what a trial takes (its fixed or bounded time_budget_s, or the median job seen end: the longest
+        would leave the slots idle for most of a trial's length before the deadline)."""
         if self.deadline is None:
             return True
         left = self.deadline - time.perf_counter()
-        known = [s for s in (self.trial_budget_s, max(self.job_seconds, default=None)) if s is not None]
+        typical_job_s = statistics.median(self.job_seconds) if self.job_seconds else None
+        known = [s for s in (self.trial_budget_s, typical_job_s) if s is not None]
         needed = max(known, default=0.0)
         if left > needed and left > 0:
             return True
