@@ -62,13 +62,15 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """'key: saved -> current' for each training-relevant key that differs."""
+    """'key: saved -> current' for each training-relevant key that differs. A key absent on one side and null
+    on the other is no difference: a run saved before the key existed (e.g. time_budget_s, null by default)
+    resumes under a version that has it."""
     a, b = flatten(saved), flatten(current)
     diffs = []
     for key in sorted(a.keys() | b.keys()):
         if any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES):
             continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+        if a.get(key) != b.get(key):
             diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
     return diffs
 

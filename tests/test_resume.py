@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_sweeps.checkpoint import CHECKPOINT_FILE
+from cifar_sweeps.checkpoint import CHECKPOINT_FILE, config_differences
 from cifar_sweeps.errors import ConfigError
 from cifar_sweeps.train import train
 from conftest import ROOT
@@ -90,6 +90,15 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_cfg, tmp_path
         train(tiny_cfg("epochs=2", "resume=true", "model=airnet", "optimizer.lr=0.3"))
     assert "optimizer.lr: 0.05 -> 0.3" in str(err.value)
     assert "resume=true needs the same overrides" in str(err.value)
+
+
+def test_a_key_added_later_with_a_null_default_does_not_block_resume():
+    """A run checkpointed before `time_budget_s` existed resumes under a version whose config has it (null);
+    a real value where the run had none is still a difference."""
+    saved = {"epochs": 80, "model": {"width": 64}}
+    assert config_differences(saved, {**saved, "time_budget_s": None}) == []
+    assert config_differences(saved, {**saved, "time_budget_s": 600}) == ["time_budget_s: '<absent>' -> 600"]
+    assert config_differences(saved, {**saved, "model": {"width": 32}}) == ["model.width: 64 -> 32"]
 
 
 def test_resume_of_a_completed_run_returns_its_result(tiny_cfg, tmp_path):
