@@ -258,7 +258,8 @@ def replan_to_fit(run: Run, plan: Plan, epoch: int, epoch_wall_s: float, started
     slowdown = statistics.fmean(plan.slowdowns[-RECENT_EPOCHS:])
     left = plan.time_budget_s * (1 - RESERVE) - (time.perf_counter() - started) - plan.test_s * slowdown
     most = run.cfg.epochs * plan.steps_per_epoch - done
-    fits = steps_that_fit(left / slowdown, plan.step_s, plan.val_s, plan.steps_per_epoch, most)
+    # at least one more step, even past the budget: the schedule must end at its end value on a real step
+    fits = max(1, steps_that_fit(left / slowdown, plan.step_s, plan.val_s, plan.steps_per_epoch, most))
     moved_s = abs(done + fits - plan.total_steps) * plan.step_s * slowdown
     if moved_s <= REPLAN_TOLERANCE * plan.time_budget_s:  # a step or two over or under: noise, not the machine
         return False
@@ -267,8 +268,5 @@ def replan_to_fit(run: Run, plan: Plan, epoch: int, epoch_wall_s: float, started
     plan.replans.append({"after_epoch": epoch, "slowdown": round(slowdown, 3), "total_steps_before": plan.total_steps,
                          "total_steps": done + fits})
     plan.total_steps = done + fits
-    if fits:
-        lay_schedule(run, plan, epoch)
-    else:  # no step fits: training ends now, where the schedule is
-        run.epochs = epoch
+    lay_schedule(run, plan, epoch)
     return True
