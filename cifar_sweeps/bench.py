@@ -47,7 +47,7 @@ from omegaconf import DictConfig
 from .build import build_model, build_optimizer, count_params
 from .config import compose_train_config as compose_cfg
 from .data import load_cifar10
-from .engine import build_run, resolve_threads, train_step
+from .engine import build_run, resolve_threads, sync, train_step
 from .errors import ConfigError
 from .loaders import TensorBatches, cpu_workers
 from .train import size_model
@@ -93,10 +93,6 @@ for (_, a), (name, b) in zip(marks, marks[1:]):
 print(f"  {'total':52s} {marks[-1][1]:6.2f} s CPU")
 """
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Phase:

@@ -120,6 +120,12 @@ def configure_torch(cfg: DictConfig) -> torch.device:
     return device
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): timings must include it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # -- building a run ---------------------------------------------------------------------------------
 
 def make_batches(cfg: DictConfig, data: CifarData, device: torch.device, channels_last: bool):

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from .build import build_scheduler
-from .engine import Run, train_step, tta_logits
+from .engine import Run, sync, train_step, tta_logits
 from .errors import ConfigError
 
 log = logging.getLogger("cifar_sweeps")
@@ -144,10 +144,6 @@ class Snapshot:
             run.train_batches.gen.set_state(self.batches_rng)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def measure_step_s(run: Run) -> tuple[float, float]:
     """(seconds per training step, images per second) over TIMED_STEPS real steps after WARMUP_STEPS; the
@@ -160,7 +156,7 @@ def measure_step_s(run: Run) -> tuple[float, float]:
     images, t0 = 0, time.perf_counter()
     for i, (x, y) in enumerate(run.train_batches):
         if i == warmup:
-            _sync(run.device)
+            sync(run.device)
             images, t0 = 0, time.perf_counter()
         loss, _ = train_step(run.model, run.forward, run.optimizer, x, y, run.cfg, run.use_amp)
         if run.ema is not None:
@@ -169,7 +165,7 @@ def measure_step_s(run: Run) -> tuple[float, float]:
         if i + 1 >= warmup + timed:
             loss.item()  # waits for the step on any device
             break
-    _sync(run.device)
+    sync(run.device)
     elapsed = time.perf_counter() - t0
     snapshot.restore()
     return elapsed / timed, images / elapsed
@@ -182,10 +178,10 @@ def measure_eval_s_per_image(run: Run) -> float:
     model = run.scored
     model.eval()
     tta_logits(model, x, run.cfg.tta_flip, run.cfg.tta_translate)  # warm-up
-    _sync(run.device)
+    sync(run.device)
     t0 = time.perf_counter()
     tta_logits(model, x, run.cfg.tta_flip, run.cfg.tta_translate).sum().item()
-    _sync(run.device)
+    sync(run.device)
     return (time.perf_counter() - t0) / len(x)
 
 

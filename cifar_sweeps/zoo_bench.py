@@ -31,16 +31,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .build import build_model, build_optimizer
 from .config import compose_train_config
-from .engine import resolve_channels_last, resolve_device, resolve_threads
+from .engine import resolve_channels_last, resolve_device, resolve_threads, sync
 from .speed import cpu_has_native_bf16, resolve_amp, use_fast_modules
 
 ZOO_MODELS = ("airnet", "skip_s8", "dilated_c4", "advanced_c4", "s8_net", "resnet18")
 ZOO_NORMS = ("bn", "gn")
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
