@@ -1,0 +1,94 @@
+"""Each model's default recipe: `model=X` alone trains X with the recipe chosen for it, anything explicit
+wins over the recipe, and the recipe learns on a small real subset (a guard against recipe regressions)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from cifar_sweeps.train import train
+from cifar_sweeps.best import as_overrides, ranked_trials
+from conftest import CONF_DIR, ROOT, compose_cfg
+
+RECIPES = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+
+
+def recipe_file(model: str):
+    return OmegaConf.load(CONF_DIR / "recipe" / f"{model}.yaml")
+
+
+def tuned_optimizer(model: str) -> str | None:
+    """The optimizer option a recipe selects (`- override /optimizer: tuned_<model>`), if it selects one."""
+    for entry in recipe_file(model).get("defaults", []):
+        for key, value in (entry.items() if hasattr(entry, "items") else ()):
+            if key == "override /optimizer":
+                return value
+    return None
+
+
+def test_every_recipe_belongs_to_a_model_that_includes_it():
+    assert RECIPES, "conf/recipe/ holds no recipe"
+    for model in RECIPES:
+        model_file = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
+        assert f"/recipe/{model}@_global_" in list(model_file.defaults), model
+
+
+@pytest.mark.parametrize("model", RECIPES)
+def test_model_alone_brings_its_recipe(model):
+    cfg = compose_cfg([f"model={model}"])
+    recipe = recipe_file(model)
+    assert cfg.batch_size == recipe.batch_size
+    optimizer = tuned_optimizer(model)
+    if optimizer is not None:
+        tuned = OmegaConf.load(CONF_DIR / "optimizer" / f"{optimizer}.yaml")
+        for key in ("lr", "weight_decay"):
+            assert cfg.optimizer[key] == tuned[key], key
+
+
+@pytest.mark.parametrize("model", RECIPES)
+def test_what_is_asked_for_explicitly_wins_over_the_recipe(model):
+    plain_sgd = compose_cfg(["model=airnet", "optimizer=sgd"]).optimizer
+    cfg = compose_cfg([f"model={model}", "optimizer=sgd", "batch_size=32", "optimizer.lr=0.3"])
+    assert cfg.batch_size == 32 and cfg.optimizer.lr == 0.3
+    assert {k: v for k, v in cfg.optimizer.items() if k != "lr"} == {k: v for k, v in plain_sgd.items() if k != "lr"}
+
+
+def test_write_up_presets_keep_their_write_ups_recipe():
+    # seed001 is dilated_c4 with the write-up's SGD at batch 64, whatever dilated_c4's own recipe says
+    cfg = compose_cfg(["+experiment=seed001"])
+    assert cfg.model._target_.endswith("DilatedC4")
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.nesterov, cfg.batch_size) == \
+        ("torch.optim.SGD", 0.07, False, 64)
+
+
+@pytest.mark.parametrize("model", RECIPES)
+def test_recipe_is_its_stored_search_winner(model):
+    # results/recipes_cpu holds the studies that chose the recipes (recipe_<model>_<norm>): each recipe must be
+    # its study's best trial exactly
+    import optuna
+
+    storage = f"sqlite:///{ROOT / 'results' / 'recipes_cpu' / 'optuna.db'}"
+    [study] = [s.study_name for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(f"recipe_{model}_")]
+    norm = study.removeprefix(f"recipe_{model}_")
+    winner = ranked_trials(storage, study)[0]
+    searched = compose_cfg(["hparams_search=recipe", f"model={model}", f"norm={norm}", *as_overrides(winner.params).split()])
+    recipe = compose_cfg([f"model={model}", f"norm={norm}"])
+    assert recipe.optimizer == searched.optimizer and recipe.model == searched.model
+    assert recipe.batch_size == searched.batch_size
+
+
+# The guard: 5k real training images, 3 epochs (results/recipes_cpu/guard.sh measures both sides). Best
+# validation accuracy with seeds 1 / 2, the defaults before a model's recipe -> its recipe: dilated_c4 GN
+# 20.2 / 17.2 -> 25.2 / 26.6 %, BN 25.2 / 22.5 -> 32.4 / 29.5 %; skip_s8 BN 35.3 / 34.4 -> 43.8 / 41.8 %.
+# A floor between the two catches a recipe that stops learning. airnet's recipe is the global defaults
+# (35.6 / 37.7 %)
+GUARD = [("airnet", "bn", 0.30), ("dilated_c4", "gn", 0.23), ("dilated_c4", "bn", 0.275), ("skip_s8", "bn", 0.39)]
+
+
+@pytest.mark.parametrize("model,norm,floor", GUARD)
+def test_default_recipe_learns_on_5k_images(model, norm, floor, cifar_npz, tmp_path):
+    cfg = compose_cfg([f"model={model}", f"norm={norm}", "seed=1", "data.train_subset=5000", "data.val_size=1000",
+                       "data.test_subset=1000", "epochs=3", "logger=none", "save_model=false"],
+                      npz=cifar_npz, out=tmp_path / "run")
+    best_val = train(cfg)
+    assert best_val >= floor, f"model={model} norm={norm}: {best_val:.3f} validation accuracy after 3 epochs on 5k images"
