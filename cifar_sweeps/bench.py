@@ -94,7 +94,6 @@ print(f"  {'total':52s} {marks[-1][1]:6.2f} s CPU")
 """
 
 
-
 class Phase:
     """One of the three timed loops: a model, its optimizer and an endless source of batches."""
 

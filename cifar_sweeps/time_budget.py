@@ -144,7 +144,6 @@ class Snapshot:
             run.train_batches.gen.set_state(self.batches_rng)
 
 
-
 def measure_step_s(run: Run) -> tuple[float, float]:
     """(seconds per training step, images per second) over TIMED_STEPS real steps after WARMUP_STEPS; the
     run's state is put back afterwards."""

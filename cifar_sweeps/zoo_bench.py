@@ -38,7 +38,6 @@ ZOO_MODELS = ("airnet", "skip_s8", "dilated_c4", "advanced_c4", "s8_net", "resne
 ZOO_NORMS = ("bn", "gn")
 
 
-
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
     """GFLOP/s of an n x n matmul (2 n^3 FLOPs) in `dtype`, best of the calls in `seconds`."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)

@@ -3,27 +3,15 @@ wins over the recipe, and the recipe learns on a small real subset (a guard agai
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_sweeps.train import train
 from cifar_sweeps.best import as_overrides, ranked_trials
+from cifar_sweeps.train import train
 from conftest import CONF_DIR, ROOT, compose_cfg
 
 RECIPES = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
-
-
-def recipe_file(model: str):
-    return OmegaConf.load(CONF_DIR / "recipe" / f"{model}.yaml")
-
-
-def tuned_optimizer(model: str) -> str | None:
-    """The optimizer option a recipe selects (`- override /optimizer: tuned_<model>`), if it selects one."""
-    for entry in recipe_file(model).get("defaults", []):
-        for key, value in (entry.items() if hasattr(entry, "items") else ()):
-            if key == "override /optimizer":
-                return value
-    return None
 
 
 def test_every_recipe_belongs_to_a_model_that_includes_it():
@@ -35,14 +23,11 @@ def test_every_recipe_belongs_to_a_model_that_includes_it():
 
 @pytest.mark.parametrize("model", RECIPES)
 def test_model_alone_brings_its_recipe(model):
+    # the recipe's batch size and dropout, and its tuned optimizer (conf/optimizer/tuned_<model>.yaml) whole
     cfg = compose_cfg([f"model={model}"])
-    recipe = recipe_file(model)
-    assert cfg.batch_size == recipe.batch_size
-    optimizer = tuned_optimizer(model)
-    if optimizer is not None:
-        tuned = OmegaConf.load(CONF_DIR / "optimizer" / f"{optimizer}.yaml")
-        for key in ("lr", "weight_decay"):
-            assert cfg.optimizer[key] == tuned[key], key
+    recipe = OmegaConf.load(CONF_DIR / "recipe" / f"{model}.yaml")
+    assert cfg.batch_size == recipe.batch_size and cfg.model.dropout == recipe.model.dropout
+    assert cfg.optimizer == compose_cfg(["model=airnet", f"optimizer=tuned_{model}"]).optimizer
 
 
 @pytest.mark.parametrize("model", RECIPES)
@@ -65,8 +50,6 @@ def test_write_up_presets_keep_their_write_ups_recipe():
 def test_recipe_is_its_stored_search_winner(model):
     # results/recipes_cpu holds the studies that chose the recipes (recipe_<model>_<norm>): each recipe must be
     # its study's best trial exactly
-    import optuna
-
     storage = f"sqlite:///{ROOT / 'results' / 'recipes_cpu' / 'optuna.db'}"
     [study] = [s.study_name for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(f"recipe_{model}_")]
     norm = study.removeprefix(f"recipe_{model}_")
