@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The runs behind results/gpu_h200/README.md, on one lent H200 (issue 28's speed figures, issue 25's
+# write-up and headline runs). The lent machine takes at most 64 MiB per call and has none of the
+# project's Hydra/Optuna/albumentations packages, so it runs in three calls of the device tool:
+#
+#   bash results/gpu_h200/device.sh 1   # carry .whl .gpudata/p1: install wheels (the project's own too, for its
+#                                       # Hydra plugin entry points), smoke every command on 12k images
+#   bash results/gpu_h200/device.sh 2   # carry .gpudata/p2
+#   bash results/gpu_h200/device.sh 3   # carry .gpudata/p3: rebuild the verified npz, measure; results in $OUT
+#
+# On a machine that has the packages and the data (CIFAR10_NPZ set), `bash results/gpu_h200/device.sh
+# measure` runs step 3's measurements alone; `... smoke` step 1's smoke runs. ONLY=REGEX runs only the
+# commands whose names match.
+set -u
+cd "$(dirname "$0")/../.."
+STEP=${1:?usage: device.sh 1|2|3|smoke|measure}
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HYDRA_FULL_ERROR=1
+PY=${PY:-python3}
+HERE=results/gpu_h200
+START=$(date +%s)
+DEADLINE=$((START + ${BUDGET_S:-500}))   # leave the call's timeout time to pack the results
+
+left() { echo $((DEADLINE - $(date +%s))); }
+
+# run NAME TIMEOUT_S ARGS...: one training command, its output in $HERE/logs/NAME.log, its wall time logged
+run() {
+  local name=$1 limit=$2; shift 2
+  [[ $name =~ ${ONLY:-.} ]] || return 0
+  mkdir -p "$HERE/logs"
+  local t0; t0=$(date +%s.%N)
+  timeout --signal=INT --kill-after=10 "$limit" "$PY" "$@" >"$HERE/logs/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc wall_s=$(awk "BEGIN{print $(date +%s.%N) - $t0}")" | tee -a "$HERE/logs/walls.txt"
+}
+
+setup() {
+  if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  fi
+  [ -d /tmp/site ] || { echo "no /tmp/site: the machine was recycled since step 1; start again at step 1"; exit 3; }
+  export PYTHONPATH=/tmp/site
+  mkdir -p /tmp/parts && cp -f .gpudata/p*/* /tmp/parts/
+}
+
+smoke() {  # every command of `measure`, side by side, a few steps each, on the smoke subset
+  local tiny="epochs=1 data.train_subset=2000 data.val_size=500 data.test_subset=1000"
+  export CIFAR10_NPZ=${CIFAR10_NPZ:-/tmp/smoke.npz}
+  local HERE=$HERE/smoke
+  run smoke_trial 120 -m cifar_sweeps.train +experiment=best_50k $tiny hydra.run.dir=$HERE/trial &
+  run smoke_sweep 120 -m cifar_sweeps.train --multirun hparams_search=airnet_full_50k pruner=none $tiny \
+    hydra.sweeper.n_trials=2 hydra.sweeper.n_jobs=2 hydra.launcher.n_jobs=2 \
+    hydra.sweeper.storage=sqlite:///$HERE/optuna.db hydra.sweep.dir=$HERE/sweep &
+  for exp in seed002 seed003 seed004; do
+    run smoke_$exp 120 -m cifar_sweeps.train +experiment=$exp threads=2 $tiny hydra.run.dir=$HERE/$exp &
+  done
+  run smoke_headline 120 -m cifar_sweeps.train model=dilated_c4 norm=gn threads=2 $tiny hydra.run.dir=$HERE/headline &
+  run smoke_bench 120 -m cifar_sweeps.bench --seconds 0.5 --rounds 1 --startup-runs 0 data.train_subset=2000 &
+  wait
+}
+
+measure() {
+  export CIFAR10_NPZ=${CIFAR10_NPZ:-/tmp/cifar10.npz}
+  mkdir -p "$HERE/logs"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$HERE/logs/gpu.txt" 2>&1
+  $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())" >>"$HERE/logs/gpu.txt" 2>&1
+  # 1. one 20-epoch 50k-parameter airnet trial at full fidelity (45k/5k, TTA), alone on the GPU
+  for seed in 1 2; do
+    run trial_50k_eager_s$seed 90 -m cifar_sweeps.train +experiment=best_50k data.val_size=5000 seed=$seed \
+      hydra.run.dir=$HERE/trial_50k/eager_s$seed
+  done
+  # 2. the write-ups' runs and the headline command, side by side (7 processes sharing the GPU)
+  local c_limit=$(( $(left) - 150 )); [ $c_limit -gt 280 ] && c_limit=280
+  for exp in seed002 seed003 seed004; do
+    run writeup_$exp $c_limit -m cifar_sweeps.train +experiment=$exp threads=2 keep_checkpoint=true \
+      hydra.run.dir=$HERE/writeups/$exp &
+  done
+  for norm in gn bn; do for seed in 1 2; do
+    run headline_${norm}_s$seed $c_limit -m cifar_sweeps.train model=dilated_c4 norm=$norm seed=$seed threads=2 \
+      keep_checkpoint=true hydra.run.dir=$HERE/headline/dilated_c4_${norm}_s$seed &
+  done; done
+  wait
+  # 3. sweep throughput: the full-fidelity 50k search, every trial to the end, 8 slots
+  local b_limit=$(( $(left) - 55 )); [ $b_limit -gt 100 ] && b_limit=100
+  [ $b_limit -gt 30 ] && run throughput_8_slots $b_limit -m cifar_sweeps.train --multirun hparams_search=airnet_full_50k \
+    pruner=none hydra.sweeper.n_trials=16 hydra.sweeper.n_jobs=8 hydra.launcher.n_jobs=8 \
+    hydra.sweeper.storage=sqlite:///$HERE/throughput_8_slots/optuna.db hydra.sweep.dir=$HERE/throughput_8_slots
+  # 4. the fast path against the write-ups' DataLoader + per-image albumentations loop
+  local a_limit=$(( $(left) - 35 ))
+  [ $a_limit -gt 20 ] && run bench $a_limit -m cifar_sweeps.bench --seconds 3 --rounds 3 --startup-runs 2
+  # 5. the same trial compiled (compile time included in its wall time)
+  a_limit=$(( $(left) - 5 ))
+  [ $a_limit -gt 30 ] && run trial_50k_compiled_s1 $a_limit -m cifar_sweeps.train +experiment=best_50k \
+    data.val_size=5000 seed=1 compile=true hydra.run.dir=$HERE/trial_50k/compiled_s1
+}
+
+pack_results() {  # what comes back: one archive (no checkpoints or weights), plus the wall times in the output
+  [ -n "${OUT:-}" ] || return 0
+  tar czf "$OUT/gpu_h200.tgz" --exclude='*.pt' --exclude='*.npz' --exclude='.run.lock' "$HERE"
+  cat "$HERE/logs/walls.txt" 2>/dev/null
+}
+
+case $STEP in
+  1) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/smoke.npz && smoke; pack_results
+     grep -h -A3 -E "Error|error:|Traceback" $HERE/smoke/logs/*.log | tail -60 ;;
+  2) setup; ls -la /tmp/parts ;;
+  3) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/cifar10.npz || exit 2; measure; pack_results ;;
+  smoke) smoke ;;
+  measure) measure ;;
+esac
