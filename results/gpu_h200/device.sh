@@ -8,6 +8,14 @@
 #   bash results/gpu_h200/device.sh 2   # carry .gpudata/p2
 #   bash results/gpu_h200/device.sh 3   # carry .gpudata/p3: rebuild the verified npz, measure; results in $OUT
 #
+# Prepared here (both folders git-ignored through .git/info/exclude):
+#   python results/gpu_h200/ship_data.py pack "$CIFAR10_NPZ" .gpudata     # 37 + 54 + 10 MiB
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#       hydra-core==1.4.0rc3 omegaconf antlr4-python3-runtime optuna alembic Mako colorlog SQLAlchemy \
+#       hydra-optuna-sweeper==1.4.0rc3 hydra-joblib-launcher==1.4.0rc3 torchinfo albumentations albucore \
+#       pydantic pydantic_core annotated-types typing-inspection stringzilla simsimd   # versions as installed here
+#   pip wheel --no-deps --no-build-isolation -w .whl .      # 14 MiB of wheels in all
+#
 # On a machine that has the packages and the data (CIFAR10_NPZ set), `bash results/gpu_h200/device.sh
 # measure` runs step 3's measurements alone; `... smoke` step 1's smoke runs. ONLY=REGEX runs only the
 # commands whose names match.
@@ -39,7 +47,7 @@ setup() {
   fi
   [ -d /tmp/site ] || { echo "no /tmp/site: the machine was recycled since step 1; start again at step 1"; exit 3; }
   export PYTHONPATH=/tmp/site
-  mkdir -p /tmp/parts && cp -f .gpudata/p*/* /tmp/parts/
+  mkdir -p /tmp/parts && for part in .gpudata/p*/; do cp -f "$part"* /tmp/parts/; done
 }
 
 smoke() {  # every command of `measure`, side by side, a few steps each, on the smoke subset

@@ -4,8 +4,8 @@ Each image is stored as lossless WebP (57 % of the raw bytes), split into parts 
 successive calls; `unpack` rebuilds the arrays there and checks them against the sha256 of the
 original arrays before anything trains on them.
 
-    python results/gpu_h200/ship_data.py pack CIFAR10_NPZ OUT_DIR   # here: part1.npz ... + manifest.json
-    python results/gpu_h200/ship_data.py unpack PARTS_DIR OUT_NPZ   # there: verified cifar10.npz
+    python results/gpu_h200/ship_data.py pack CIFAR10_NPZ .gpudata   # here: .gpudata/pK/{partK.npz,manifest.json}
+    python results/gpu_h200/ship_data.py unpack PARTS_DIR OUT_NPZ    # there, all parts in one folder: verified npz
 """
 import hashlib
 import io
@@ -53,9 +53,11 @@ def pack(npz: str, out_dir: str) -> None:
                 blobs = [b for chunk in pool.map(encode, np.array_split(images, 16)) for b in chunk]
             fields[f"{name}_{start}_{stop}"] = np.frombuffer(b"".join(blobs), dtype=np.uint8)
             fields[f"{name}_{start}_{stop}_lengths"] = np.array([len(b) for b in blobs], dtype=np.int64)
-        np.savez(out / f"part{k}.npz", **fields)
-        print(f"part{k}.npz: {(out / f'part{k}.npz').stat().st_size / 2**20:.1f} MiB")
-    (out / "manifest.json").write_text(json.dumps(manifest))
+        (out / f"p{k}").mkdir(exist_ok=True)
+        np.savez(out / f"p{k}" / f"part{k}.npz", **fields)
+        print(f"p{k}/part{k}.npz: {(out / f'p{k}' / f'part{k}.npz').stat().st_size / 2**20:.1f} MiB")
+    for k in range(1, len(PARTS) + 1):  # each call's folder carries the manifest, so any one can start
+        (out / f"p{k}" / "manifest.json").write_text(json.dumps(manifest))
 
 
 def unpack(parts_dir: str, out_npz: str) -> None:
