@@ -38,7 +38,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -48,7 +48,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (OptunaSweeperImpl, create_
                                                       create_params_from_overrides)
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from .clock import process_started
@@ -81,6 +81,11 @@ class BudgetOptunaSweeperConf(OptunaSweeperConf):
     # starts once the time left cannot fit one; at the deadline running trials are stopped and queued for a
     # retry (cifar_sweeps.sweep.scheduler)
     time_budget_s: Optional[float] = None
+    # trials to run first, each a mapping of searched key to value (Optuna's Study.enqueue_trial), e.g. today's
+    # default as the study's baseline: [{optimizer: sgd, optimizer.lr: 0.05, batch_size: 256}]. Searched keys
+    # left out are sampled; an entry whose trial the study already holds is not queued again, so a re-run
+    # continues the study instead of repeating it
+    enqueue: Optional[List[Dict[str, Any]]] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cifar_optuna", node=BudgetOptunaSweeperConf,
@@ -121,15 +126,59 @@ def check_searched_keys(config: DictConfig, names: list[str]) -> None:
                               "augment.ops.cutout.p), or prefix it with + to add a new key")
 
 
+def in_space(value: Any, distribution: optuna.distributions.BaseDistribution) -> bool:
+    """Whether a sampler could draw `value` from `distribution` (a choice among its choices, a number in range)."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(distribution, optuna.distributions.IntDistribution) and value != int(value):
+        return False
+    return distribution.low <= value <= distribution.high
+
+
+def conditional_distribution(conditional: DictConfig, entry: dict[str, Any], key: str) -> Any:
+    """The space of conditional knob `key` under the group option `entry` chooses; None when it chooses none."""
+    for group, options in conditional.items():
+        knobs = options.get(str(entry.get(group))) or {}
+        if key in knobs:
+            override = OverridesParser.create().parse_override(f"{key}={knobs[key]}")
+            distribution = create_optuna_distribution_from_override(override)
+            return distribution if isinstance(distribution, optuna.distributions.BaseDistribution) else None
+    return None
+
+
+def check_enqueued(entries: list[dict[str, Any]], distributions: dict[str, Any], fixed: dict[str, Any],
+                   config: DictConfig) -> None:
+    """Every key of hydra.sweeper.enqueue is searched (in params or search.conditional), and a value of params'
+    space lies in it: a queued trial would otherwise run something other than what it says."""
+    conditional = config.get("search", {}).get("conditional") or {}
+    conditional_keys = {key for options in conditional.values() for knobs in options.values() for key in knobs or {}}
+    searched = sorted({*distributions, *conditional_keys})
+    for index, entry in enumerate(entries):
+        for key, value in entry.items():
+            where = f"hydra.sweeper.enqueue[{index}].{key}={value!r}"
+            if key in fixed:
+                continue
+            if key not in distributions and key not in conditional_keys:
+                raise ConfigError(f"{where}: '{key}' is not searched, so it cannot be queued; searched keys: "
+                                  f"{', '.join(searched)}")
+            distribution = distributions.get(key) or conditional_distribution(conditional, entry, key)
+            if distribution is not None and not in_space(value, distribution):
+                raise ConfigError(f"{where} lies outside the searched space of '{key}' ({distribution}); "
+                                  "queue a value the search could sample")
+
+
 class BudgetSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args: Any, max_failure_rate: float, heartbeat_interval: int, grace_period: int,
                  max_retry: int, sampler_seed: int | None, schedule: str, time_budget_s: float | None = None,
-                 **kwargs: Any) -> None:
+                 enqueue: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, max_failure_rate=1.0, **kwargs)  # the scheduler applies a sweep-wide rate
         self.sweep_max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.sampler_seed, self.schedule = sampler_seed, schedule
         self.time_budget_s = time_budget_s
+        self.enqueue = enqueue or []
         self.process_started = process_started()
 
     def sweep(self, arguments: list[str]) -> None:
@@ -151,6 +200,7 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         for name in self.fixed_params:
             self.distributions.pop(name, None)
         check_searched_keys(self.config, [*self.distributions, *self.fixed_params])
+        check_enqueued(self.enqueue, self.distributions, self.fixed_params, self.config)
         directions = self._get_directions()
         pruner = None
         if self.config.get("pruner"):
@@ -164,6 +214,7 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         self.outcomes = Outcomes(self.config.objective, self.grace_period, self.max_retry)
         self.lock = AskLock(self.url, self.study.study_name)
+        self.enqueue_trials()
         deadline = self.process_started + self.time_budget_s if self.time_budget_s is not None else None
         scheduler = Scheduler(self.study, self.launcher, self.outcomes, self.heartbeat_interval, self.n_jobs,
                               self.schedule, self.sweep_max_failure_rate * self.n_trials, SweepProgress(self.n_trials),
@@ -177,6 +228,16 @@ class BudgetSweeperImpl(OptunaSweeperImpl):
         except KeyboardInterrupt:
             raise SystemExit(130) from None
         self.write_results(self.study)
+
+    def enqueue_trials(self) -> None:
+        """Queue hydra.sweeper.enqueue's trials, under the workers' lock: each once per study (a re-run or a
+        second worker finds it there and skips it); keys fixed on the command line win over an entry's."""
+        entries = [{key: value for key, value in entry.items() if key not in self.fixed_params}
+                   for entry in self.enqueue]
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # skip_if_exists
+            for entry in entries:
+                self.study.enqueue_trial(entry, skip_if_exists=True)
 
     def trial_time_budget(self) -> float | None:
         """The most a trial's own time_budget_s may be: fixed on the command line or in the config, or the top
@@ -256,15 +317,17 @@ class BudgetOptunaSweeper(OptunaSweeper):
     def __init__(self, sampler: Any, direction: Any, storage: Any | None, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
                  heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int = 1, schedule: str = "free",
-                 time_budget_s: float | None = None) -> None:
+                 time_budget_s: float | None = None, enqueue: Any = None) -> None:
         self.settings = dict(sampler=sampler, direction=direction, storage=storage, study_name=study_name,
                              n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=max_failure_rate,
                              custom_search_space=custom_search_space, params=params,
                              heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
-                             schedule=schedule, time_budget_s=time_budget_s)
+                             schedule=schedule, time_budget_s=time_budget_s, enqueue=enqueue)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         s = self.settings
+        if isinstance(s["enqueue"], ListConfig):
+            s["enqueue"] = OmegaConf.to_container(s["enqueue"])
         check_sweeper_settings(s)
         sampler_cfg = s["sampler"]
         sampler_seed = sampler_cfg.get("seed") if isinstance(sampler_cfg, (dict, DictConfig)) else None
@@ -275,7 +338,7 @@ class BudgetOptunaSweeper(OptunaSweeper):
                                          params=s["params"], heartbeat_interval=s["heartbeat_interval"],
                                          grace_period=s["grace_period"], max_retry=s["max_retry"],
                                          sampler_seed=sampler_seed, schedule=s["schedule"],
-                                         time_budget_s=s["time_budget_s"])
+                                         time_budget_s=s["time_budget_s"], enqueue=s["enqueue"])
         if s["custom_search_space"]:
             check_target("custom_search_space", "hydra.sweeper.custom_search_space", s["custom_search_space"])
             self.sweeper.custom_search_space_extender = instantiate(
@@ -314,6 +377,10 @@ def check_sweeper_settings(settings: dict[str, Any]) -> None:
                                    and budget != float("inf")):
         raise ConfigError(f"hydra.sweeper.time_budget_s={budget!r} must be a positive number of seconds (from the "
                           "sweeper's start) or null; e.g. hydra.sweeper.time_budget_s=600")
+    enqueue = settings["enqueue"]
+    if enqueue is not None and not (isinstance(enqueue, list) and all(isinstance(e, dict) for e in enqueue)):
+        raise ConfigError(f"hydra.sweeper.enqueue={enqueue!r} must be a list of mappings of searched key to value; "
+                          "e.g. hydra.sweeper.enqueue=[{optimizer.lr:0.05}]")
     if settings["schedule"] not in SCHEDULES:
         raise ConfigError(f"hydra.sweeper.schedule={settings['schedule']!r} must be one of {', '.join(SCHEDULES)} "
                           "(free: start a trial the moment a slot frees; batch: n_jobs at a time, waiting for all)")

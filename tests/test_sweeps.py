@@ -156,6 +156,25 @@ def test_full_fidelity_search_then_best_trains_the_winner(tmp_path, cifar_npz):
     assert summary["state"] == "completed" and summary["params"] <= 50_000 and summary["best_val_acc"] is None
 
 
+def test_enqueued_trials_run_first_and_once(tmp_path, cifar_npz):
+    # hydra.sweeper.enqueue: the study's first trials are the given points (a model's current recipe as the
+    # baseline a search must beat); searched keys left out are sampled, keys fixed on the command line win, and
+    # re-running the command continues the study without queueing them again
+    start = "hydra.sweeper.enqueue=[{optimizer:sgd,optimizer.lr:0.3,model.dropout:0.0,batch_size:32}]"
+    sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=2", start, search="recipe", npz=cifar_npz)
+    first = load(tmp_path, "recipe_airnet_bn").trials[0]
+    assert (first.params["optimizer"], first.params["optimizer.lr"], first.params["model.dropout"]) == ("sgd", 0.3, 0.0)
+    assert "optimizer.weight_decay" in first.params and "batch_size" not in first.params  # sampled; fixed (100)
+    config = yaml.safe_load((Path(first.user_attrs["run_dir"]) / "config.yaml").read_text())
+    assert (config["optimizer"]["lr"], config["model"]["dropout"], config["batch_size"]) == (0.3, 0.0, 100)
+    assert config["optimizer"]["weight_decay"] == first.params["optimizer.weight_decay"]
+
+    sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=3", start, search="recipe", npz=cifar_npz)
+    trials = load(tmp_path, "recipe_airnet_bn").trials
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.params.get("optimizer.lr") == 0.3 for t in trials] == [True, False, False]
+
+
 def test_best_names_the_studies_there_when_the_study_is_missing(tmp_path, cifar_npz):
     sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=1", npz=cifar_npz)
     proc = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "nope", "--storage",
@@ -181,6 +200,12 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
     ("hydra.sweeper.grace_period=5", "hydra.sweeper.grace_period=5 must be an integer larger than"),
     ("hydra.sweeper.max_failure_rate=2", "hydra.sweeper.max_failure_rate=2.0 must be a number in [0, 1]"),
     ("hydra.sweeper.time_budget_s=0", "hydra.sweeper.time_budget_s=0.0 must be a positive number of seconds"),
+    ("hydra.sweeper.enqueue=[{optimzer.lr:0.1}]", "hydra.sweeper.enqueue[0].optimzer.lr=0.1: 'optimzer.lr' is not "
+                                                 "searched, so it cannot be queued; searched keys: augment.ops.crop.pad"),
+    ("hydra.sweeper.enqueue=[{norm:bn},{norm:xn}]", "hydra.sweeper.enqueue[1].norm='xn' lies outside the searched "
+                                                    "space of 'norm'"),
+    ("hydra.sweeper.enqueue=[{optimizer:adamw,optimizer.lr:0.5}]", "hydra.sweeper.enqueue[0].optimizer.lr=0.5 lies "
+                                                                   "outside the searched space of 'optimizer.lr'"),
 ])
 def test_bad_sweeper_settings_are_one_line_before_any_trial(override, message, tmp_path):
     line = one_line(sweep(tmp_path, override, check=False))

@@ -19,6 +19,10 @@
 # On a machine that has the packages and the data (CIFAR10_NPZ set), `bash results/gpu_h200/device.sh
 # measure` runs step 3's measurements alone; `... smoke` step 1's smoke runs. ONLY=REGEX runs only the
 # commands whose names match.
+#
+# TASK=recipes (a second lent H200, results/gpu_h200/recipes/README.md) runs, in the same three steps,
+# smoke_recipes and measure_recipes instead: dilated_c4's full-fidelity recipe search (hparams_search=recipe_full),
+# then the headline command with its winner (2 norms x 2 seeds) beside the other zoo nets' defaults.
 set -u
 cd "$(dirname "$0")/../.."
 STEP=${1:?usage: device.sh 1|2|3|smoke|measure}
@@ -101,17 +105,80 @@ measure() {
     data.val_size=5000 seed=1 compile=true hydra.run.dir=$HERE/trial_50k/compiled_s1
 }
 
+# hydra.sweeper.enqueue for dilated_c4's search: its recipe before this search (conf/recipe/dilated_c4.yaml at the
+# time), then five common CIFAR recipes, no dropout and light label smoothing, for batch 64 to 512
+DILATED_C4_START=$(tr -d '\n' <<'EOF'
+hydra.sweeper.enqueue=[
+{optimizer:sgd,optimizer.lr:0.03280102504072369,optimizer.weight_decay:1.1585772722593272e-05,batch_size:64,model.dropout:0.08697473022159513,loss.label_smoothing:0.0,augment:flip_crop},
+{optimizer:sgd,optimizer.lr:0.05,optimizer.weight_decay:5e-4,batch_size:64,model.dropout:0.0,loss.label_smoothing:0.1,augment:flip_translate},
+{optimizer:sgd,optimizer.lr:0.1,optimizer.weight_decay:5e-4,batch_size:128,model.dropout:0.0,loss.label_smoothing:0.1,augment:flip_crop},
+{optimizer:sgd,optimizer.lr:0.2,optimizer.weight_decay:5e-4,batch_size:256,model.dropout:0.0,loss.label_smoothing:0.1,augment:flip_translate},
+{optimizer:adamw,optimizer.lr:0.003,optimizer.weight_decay:0.05,batch_size:128,model.dropout:0.0,loss.label_smoothing:0.1,augment:flip_crop},
+{optimizer:sgd,optimizer.lr:0.4,optimizer.weight_decay:2e-4,batch_size:512,model.dropout:0.0,loss.label_smoothing:0.1,augment:flip_translate}]
+EOF
+)
+
+# recipe_search NAME SLOTS N_TRIALS SEARCH_BUDGET_S EXTRA...: dilated_c4's search, its study in $HERE/optuna.db
+recipe_search() {
+  local name=$1 slots=$2 n_trials=$3 budget=$4; shift 4
+  run $name $((budget + 60)) -m cifar_sweeps.train --multirun hparams_search=recipe_full model=dilated_c4 norm=gn \
+    hydra/launcher=joblib hydra.launcher.n_jobs=$slots hydra.sweeper.n_jobs=$slots hydra.sweeper.n_trials=$n_trials \
+    hydra.sweeper.time_budget_s=$budget "$DILATED_C4_START" "$@" \
+    hydra.sweeper.storage=sqlite:///$HERE/optuna.db 'hydra.sweep.dir='$HERE'/${hydra.sweeper.study_name}'
+}
+
+# with_winner LIMIT EXTRA...: the headline command with the search's best trial (2 norms x 2 seeds), beside the
+# other zoo nets at their defaults (seed 1), all side by side
+with_winner() {
+  local limit=$1; shift
+  local best; best=$($PY -m cifar_sweeps.best recipe_full_dilated_c4_gn --storage sqlite:///$HERE/optuna.db \
+    2>"$HERE/logs/best.txt") || { cat "$HERE/logs/best.txt"; return 1; }
+  echo "winner: $(cat "$HERE/logs/best.txt"): $best" | tee -a "$HERE/logs/walls.txt"
+  for norm in gn bn; do for seed in 1 2; do
+    run headline_${norm}_s$seed $limit -m cifar_sweeps.train model=dilated_c4 norm=$norm seed=$seed $best threads=2 \
+      keep_checkpoint=true "$@" hydra.run.dir=$HERE/headline/dilated_c4_${norm}_s$seed &
+  done; done
+  for model in advanced_c4 s8_net resnet18; do
+    run default_$model $limit -m cifar_sweeps.train model=$model seed=1 threads=2 "$@" hydra.run.dir=$HERE/defaults/$model &
+  done
+  wait
+}
+
+smoke_recipes() {  # both phases on the smoke subset, a few steps each
+  local tiny="epochs=1 data.train_subset=2000 data.val_size=500 data.test_subset=1000"
+  export CIFAR10_NPZ=${CIFAR10_NPZ:-/tmp/smoke.npz}
+  local HERE=$HERE/recipes_smoke
+  mkdir -p "$HERE/logs"
+  recipe_search smoke_search 2 2 60 $tiny
+  with_winner 60 $tiny
+}
+
+measure_recipes() {
+  export CIFAR10_NPZ=${CIFAR10_NPZ:-/tmp/cifar10.npz}
+  local HERE=$HERE/recipes
+  mkdir -p "$HERE/logs"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$HERE/logs/gpu.txt" 2>&1
+  $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())" >>"$HERE/logs/gpu.txt" 2>&1
+  # 1. the search: 12 trials at a time, stopped when B's runs still fit in the call
+  local search_s=$(( $(left) - ${WINNER_S:-230} )); [ $search_s -gt 330 ] && search_s=330
+  recipe_search search 12 ${N_TRIALS:-24} $search_s
+  # 2. its winner at the headline command, beside the other nets' defaults
+  with_winner $(( $(left) - 5 ))
+}
+
 pack_results() {  # what comes back: one archive (no checkpoints or weights), plus the wall times in the output
   [ -n "${OUT:-}" ] || return 0
   tar czf "$OUT/gpu_h200.tgz" --exclude='*.pt' --exclude='*.npz' --exclude='.run.lock' "$HERE"
-  cat "$HERE/logs/walls.txt" 2>/dev/null
+  # the headline runs' checkpoints (1 MiB each): a run the call's limit stopped continues elsewhere with resume=true
+  find "$HERE" -path '*/headline/*/checkpoint.pt' | tar czf "$OUT/checkpoints.tgz" -T - 2>/dev/null
+  cat "$HERE"/logs/walls.txt "$HERE"/recipes*/logs/walls.txt 2>/dev/null
 }
 
 case $STEP in
-  1) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/smoke.npz && smoke; pack_results
-     grep -h -A3 -E "Error|error:|Traceback" $HERE/smoke/logs/*.log | tail -60 ;;
+  1) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/smoke.npz && smoke${TASK:+_$TASK}; pack_results
+     grep -h -A3 -E "Error|error:|Traceback" $HERE/smoke*/logs/*.log $HERE/recipes_smoke/logs/*.log 2>/dev/null | tail -60 ;;
   2) setup; ls -la /tmp/parts ;;
-  3) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/cifar10.npz || exit 2; measure; pack_results ;;
-  smoke) smoke ;;
-  measure) measure ;;
+  3) setup; $PY $HERE/ship_data.py unpack /tmp/parts /tmp/cifar10.npz || exit 2; measure${TASK:+_$TASK}; pack_results ;;
+  smoke) smoke${TASK:+_$TASK} ;;
+  measure) measure${TASK:+_$TASK} ;;
 esac
