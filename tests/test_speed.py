@@ -30,7 +30,7 @@ from cifar_sweeps.speed import (FastDropout, SubsampledConv2d, cpu_has_native_bf
 TINY_MODELS = {
     "airnet": ["model.width=4"],
     "skip_s8": ["model.width=4"],
-    "dilated_c4": ["model.width=8"],
+    "dilated_c4": ["model.width=8", "model.dropout=0.05"],  # its recipe has none: keep dropout under test
     "advanced_c4": ["model.width=8"],
     "s8_net": ["model.width=4"],
     "resnet18": ["model.width=8", "model.blocks=[1,1,1,1]", "model.dropout=0.1"],
@@ -89,7 +89,8 @@ def test_amp_true_on_a_cpu_without_bf16_warns_and_is_honoured(caplog):
 
 def test_build_run_falls_back_to_fp32_on_a_cpu_without_bf16(tiny_cfg, monkeypatch):
     monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx512f", "avx2"}))  # a CPU without bf16
-    run = build_run(tiny_cfg("model=dilated_c4", "model.width=8", "norm=gn", "device=cpu", "threads=1"))
+    run = build_run(tiny_cfg("model=dilated_c4", "model.width=8", "model.dropout=0.05", "norm=gn", "device=cpu",
+                             "threads=1"))
     assert not run.use_amp and run.speed["precision"] == "fp32"
     assert run.speed["fast_modules"]["dropout"] > 0 and run.speed["threads"] == 1
     assert run.speed["memory_format"] == "channels_last" and run.speed["compile"] is False
