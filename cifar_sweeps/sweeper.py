@@ -137,14 +137,21 @@ def in_space(value: Any, distribution: optuna.distributions.BaseDistribution) ->
     return distribution.low <= value <= distribution.high
 
 
+def knob_distribution(key: str, sweep: Any) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a knob given in Hydra sweep syntax ("interval(0.01, 0.8)", "choice(1, 2)"); a
+    plain value is a one-choice categorical, so it reaches the job's overrides."""
+    distribution = create_optuna_distribution_from_override(OverridesParser.create().parse_override(f"{key}={sweep}"))
+    if isinstance(distribution, optuna.distributions.BaseDistribution):
+        return distribution
+    return optuna.distributions.CategoricalDistribution([distribution])
+
+
 def conditional_distribution(conditional: DictConfig, entry: dict[str, Any], key: str) -> Any:
     """The space of conditional knob `key` under the group option `entry` chooses; None when it chooses none."""
     for group, options in conditional.items():
         knobs = options.get(str(entry.get(group))) or {}
         if key in knobs:
-            override = OverridesParser.create().parse_override(f"{key}={knobs[key]}")
-            distribution = create_optuna_distribution_from_override(override)
-            return distribution if isinstance(distribution, optuna.distributions.BaseDistribution) else None
+            return knob_distribution(key, knobs[key])
     return None
 
 
@@ -403,7 +410,6 @@ def conditional_space(config: DictConfig, trial: optuna.trial.Trial) -> None:
     the command line (or in `hydra.sweeper.params`) win over the conditional ones.
     """
     conditional = config.get("search", {}).get("conditional") or {}
-    parser = OverridesParser.create()
     fixed = set(trial.user_attrs) | set(trial.params)
     if config.get("budget", {}).get("fit_width"):
         fixed.add("model.width")  # solved per trial by train() (cifar_sweeps.budget), not searched
@@ -412,9 +418,4 @@ def conditional_space(config: DictConfig, trial: optuna.trial.Trial) -> None:
         for key, sweep in knobs.items():
             if key in fixed:
                 continue
-            override = parser.parse_override(f"{key}={sweep}")
-            distribution = create_optuna_distribution_from_override(override)
-            if not isinstance(distribution, optuna.distributions.BaseDistribution):
-                # a plain value: a one-choice categorical, so it reaches the job's overrides
-                distribution = optuna.distributions.CategoricalDistribution([distribution])
-            trial._suggest(key, distribution)
+            trial._suggest(key, knob_distribution(key, sweep))

@@ -3,7 +3,6 @@ wins over the recipe, and the recipe learns on a small real subset (a guard agai
 
 from __future__ import annotations
 
-import optuna
 import pytest
 from omegaconf import OmegaConf
 

@@ -70,6 +70,15 @@ smoke() {  # every command of `measure`, side by side, a few steps each, on the 
   wait
 }
 
+# headline_runs LIMIT EXTRA...: the headline command, 2 norms x 2 seeds, started side by side in the background
+headline_runs() {
+  local limit=$1; shift
+  for norm in gn bn; do for seed in 1 2; do
+    run headline_${norm}_s$seed $limit -m cifar_sweeps.train model=dilated_c4 norm=$norm seed=$seed threads=2 \
+      keep_checkpoint=true "$@" hydra.run.dir=$HERE/headline/dilated_c4_${norm}_s$seed &
+  done; done
+}
+
 measure() {
   export CIFAR10_NPZ=${CIFAR10_NPZ:-/tmp/cifar10.npz}
   mkdir -p "$HERE/logs"
@@ -86,10 +95,7 @@ measure() {
     run writeup_$exp $c_limit -m cifar_sweeps.train +experiment=$exp threads=2 keep_checkpoint=true \
       hydra.run.dir=$HERE/writeups/$exp &
   done
-  for norm in gn bn; do for seed in 1 2; do
-    run headline_${norm}_s$seed $c_limit -m cifar_sweeps.train model=dilated_c4 norm=$norm seed=$seed threads=2 \
-      keep_checkpoint=true hydra.run.dir=$HERE/headline/dilated_c4_${norm}_s$seed &
-  done; done
+  headline_runs $c_limit
   wait
   # 3. sweep throughput: the full-fidelity 50k search, every trial to the end, 8 slots
   local b_limit=$(( $(left) - 55 )); [ $b_limit -gt 100 ] && b_limit=100
@@ -134,10 +140,7 @@ with_winner() {
   local best; best=$($PY -m cifar_sweeps.best recipe_full_dilated_c4_gn --storage sqlite:///$HERE/optuna.db \
     2>"$HERE/logs/best.txt") || { cat "$HERE/logs/best.txt"; return 1; }
   echo "winner: $(cat "$HERE/logs/best.txt"): $best" | tee -a "$HERE/logs/walls.txt"
-  for norm in gn bn; do for seed in 1 2; do
-    run headline_${norm}_s$seed $limit -m cifar_sweeps.train model=dilated_c4 norm=$norm seed=$seed $best threads=2 \
-      keep_checkpoint=true "$@" hydra.run.dir=$HERE/headline/dilated_c4_${norm}_s$seed &
-  done; done
+  headline_runs $limit $best "$@"
   for model in advanced_c4 s8_net resnet18; do
     run default_$model $limit -m cifar_sweeps.train model=$model seed=1 threads=2 "$@" hydra.run.dir=$HERE/defaults/$model &
   done
