@@ -337,6 +337,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     zoo.add_argument("--batch-size", type=int, default=128, help="zoo batch size (default 128)")
     zoo.add_argument("--min-steps", type=int, default=2, help="zoo: at least this many steps per window (default 2)")
     zoo.add_argument("--peak-seconds", type=float, default=1.0, help="zoo: seconds per matmul peak measurement (default 1)")
+    zoo.add_argument("--before-override", action="append", default=[], metavar="KEY=VALUE",
+                     help="zoo: a config override for the before set-up only, e.g. model.dropout=0.05 (the dropout "
+                          "dilated_c4 trained with before its recipe); repeatable")
     zoo.add_argument("--candidates", action="store_true",
                      help="zoo: also time fp32/bf16 x NCHW/channels_last (the evidence for the auto choices)")
     args, overrides = parser.parse_known_args(argv)

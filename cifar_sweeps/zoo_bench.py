@@ -5,7 +5,8 @@ conf/optimizer/sgd.yaml) in two set-ups, one step of each in turn (for `--rounds
 set-up), so that load from other processes hits both alike; img/s is the median over the steps:
 
 - before: the path as it was before issue 24: fp32 on CPU (bf16 autocast on CUDA), channels_last for
-  BatchNorm nets only on CPU, the modules as written, no compile;
+  BatchNorm nets only on CPU, the modules as written, no compile; `--before-override KEY=VALUE` changes
+  its config only (e.g. `model.dropout=0.05`, what dilated_c4 trained with before its recipe);
 - auto: what `cifar_sweeps.train` now chooses by default (`amp=auto`, `channels_last=auto`,
   `fast_modules=true`, `compile` as configured), the settings printed on its row.
 
@@ -102,8 +103,9 @@ def make_setup(label: str, cfg, device: torch.device, x: torch.Tensor, y: torch.
     return Setup(label, model, forward, build_optimizer(cfg, model), x, y, amp, settings)
 
 
-def zoo_setups(cfg, device: torch.device, threads: int, candidates: bool) -> list[Setup]:
-    """before, auto and (with `candidates`) the four precision x layout choices with the fast modules."""
+def zoo_setups(cfg, device: torch.device, threads: int, candidates: bool, before_cfg=None) -> list[Setup]:
+    """before (with `before_cfg` if given, else `cfg`), auto and (with `candidates`) the four precision x
+    layout choices with the fast modules."""
     x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
     norm_kind = str(cfg.norm.get("kind"))
@@ -114,7 +116,7 @@ def zoo_setups(cfg, device: torch.device, threads: int, candidates: bool) -> lis
     # channels_last was on for CUDA and for BatchNorm nets on CPU
     before_channels_last = resolve_channels_last(device.type == "cuda" or norm_kind == "bn", device, norm_kind,
                                                  probe, amp=False)
-    setups = [make_setup("before", cfg, device, x, y, before_amp, before_channels_last,
+    setups = [make_setup("before", before_cfg or cfg, device, x, y, before_amp, before_channels_last,
                          fast_modules=False, compile_model=False, threads=threads)]
     amp = resolve_amp(cfg.amp, device, name, norm_kind)
     setups.append(make_setup("auto", cfg, device, x, y, amp,
@@ -174,14 +176,18 @@ def zoo(args, overrides: list[str]) -> dict:
     cpu = platform.processor() or platform.machine()
     print(f"zoo: batch {args.batch_size}, device={device} ({cpu}, {os.cpu_count()} cpus, native bf16: "
           f"{cpu_has_native_bf16() if device.type == 'cpu' else 'n/a'}), torch {torch.__version__}, threads={threads}; "
-          f"median of steps taken in turn, {args.rounds} rounds of >= {args.seconds:g} s per set-up; load average "
+          f"median of steps taken in turn, {args.rounds} rounds of >= {args.seconds:g} s per set-up; "
+          f"before with {' '.join(args.before_override) or 'the same config'}; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     rows = []
     for model_name in models:
         for norm in norms:
             cfg = compose_train_config([*overrides, f"model={model_name}", f"norm={norm}",
                                         f"batch_size={args.batch_size}"])
-            setups = zoo_setups(cfg, device, threads, args.candidates)
+            before_cfg = compose_train_config([*overrides, f"model={model_name}", f"norm={norm}",
+                                               f"batch_size={args.batch_size}", *args.before_override]) \
+                if args.before_override else None
+            setups = zoo_setups(cfg, device, threads, args.candidates, before_cfg)
             params = sum(p.numel() for p in setups[0].model.parameters())
             flops = forward_flops_per_image(setups[0].model, device)
             time_setups(setups, device, args.rounds, args.seconds, args.min_steps)
@@ -191,7 +197,8 @@ def zoo(args, overrides: list[str]) -> dict:
                    "speedup": round(auto.img_s / before.img_s, 2),
                    "before_gflop_s": round(3 * flops * before.img_s / 1e9, 1),
                    "auto_gflop_s": round(3 * flops * auto.img_s / 1e9, 1),
-                   "before_settings": before.settings, "auto_settings": auto.settings,
+                   "before_settings": before.settings, "before_overrides": list(args.before_override),
+                   "auto_settings": auto.settings,
                    "compile_s": round(auto.compile_s, 1) if auto.compile_s is not None else None,
                    "candidates": {s.label: round(s.img_s, 1) for s in setups[2:]}}
             rows.append(row)

@@ -103,3 +103,31 @@ def test_zoo_bench_prints_a_row_per_model_and_norm_and_the_peaks():
         assert row["auto_settings"]["fast_modules"] and row["auto_settings"]["threads"] == 1
         assert set(row["candidates"]) == {"fp32 NCHW", "fp32 channels_last", "bf16 NCHW", "bf16 channels_last"}
     assert result["peak_gflop_s"]["fp32"] > 0 and result["peak_gflop_s"]["bf16"] > 0
+
+
+def test_zoo_before_override_changes_the_before_set_up_only():
+    """`--before-override model.dropout=0.05`: dilated_c4's before step trains the dropout it had before its
+    recipe (which has none); auto and the candidates keep the recipe's config."""
+    import torch
+    from torch import nn
+
+    from cifar_sweeps.bench import bench
+
+    threads = torch.get_num_threads()
+    try:
+        result = bench(["--zoo", "--models", "dilated_c4", "--norms", "gn", "--batch-size", "8", "--seconds", "0.01",
+                        "--rounds", "1", "--min-steps", "1", "--peak-seconds", "0.05", "threads=1",
+                        "--before-override", "model.dropout=0.05"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result["rows"][0]["before_overrides"] == ["model.dropout=0.05"]
+
+    from cifar_sweeps.config import compose_train_config
+    from cifar_sweeps.zoo_bench import zoo_setups
+
+    cfg = compose_train_config(["model=dilated_c4", "norm=gn", "batch_size=8"])
+    before_cfg = compose_train_config(["model=dilated_c4", "norm=gn", "batch_size=8", "model.dropout=0.05"])
+    before, auto = zoo_setups(cfg, torch.device("cpu"), 1, candidates=False, before_cfg=before_cfg)
+    dropouts = [m.p for m in before.model.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 10 and set(dropouts) == {0.05}  # one after each of the ten norms
+    assert not any(isinstance(m, nn.Dropout) for m in auto.model.modules())
