@@ -47,7 +47,7 @@ BF16_ON_CPU = {
 # (model class, norm kind) whose bf16 training has matched fp32 at full length (same recipe, 2 seeds, within
 # seed noise). Faster alone is not enough for a default: until a net is here, amp=auto trains it in fp32
 # on CPU and bf16 is opt-in with amp=true.
-# - AirNet / BN: +experiment=cpu_speedrun (18 epochs), seeds 1, 2: fp32 87.51 / 87.67 %, bf16 87.65 / 87.59 %
+# - AirNet / BN: +experiment=cpu_speedrun as it was (width 18, 18 epochs), seeds 1, 2: fp32 87.51 / 87.67 %, bf16 87.65 / 87.59 %
 #   (results/bf16_parity_cpu/).
 # Not here: DilatedC4 / GN, 20 epochs, seeds 1, 2: fp32 75.36 / 76.43 %, bf16 74.86 / 75.32 % (lower in both).
 BF16_ACCURATE_ON_CPU: frozenset[tuple[str, str]] = frozenset({("AirNet", "bn")})
@@ -133,8 +133,8 @@ def memory_format_of(x: Tensor) -> torch.memory_format:
 class EveryStrideThPixel(torch.autograd.Function):
     """`x[:, :, ::sh, ::sw]` whose gradient keeps x's memory format. The slice's own backward builds an NCHW
     gradient for a channels_last x; the ReLU before dilated_c4's subsampling convs then ran its backward on
-    mixed layouts, ~10x slower than on matching ones (`threshold_backward` on 128x128x16x16: 12 ms against
-    1.2 ms; results/zoo_speed_cpu/experiments/relu_backward_layouts.py), 22 % of the fp32 step."""
+    mixed layouts, ~10x slower than on matching ones (`threshold_backward` on 128x128x16x16: 10.7 ms against
+    1.06 ms; results/zoo_speed_cpu/experiments/relu_backward_layouts.py), 22 % of the fp32 step."""
 
     @staticmethod
     def forward(ctx, x: Tensor, sh: int, sw: int) -> Tensor:

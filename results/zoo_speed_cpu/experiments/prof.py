@@ -1,4 +1,4 @@
-import sys, torch
+import os, sys, torch
 from torch.profiler import profile, ProfilerActivity
 from cifar_sweeps.config import compose_train_config
 from cifar_sweeps.build import build_model, build_optimizer
@@ -14,7 +14,7 @@ def step():
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         loss = torch.nn.functional.cross_entropy(m(x).float(), y)
     opt.zero_grad(); loss.backward(); opt.step()
-step()
+for _ in range(int(os.environ.get("WARMUP", 1))): step()
 with profile(activities=[ProfilerActivity.CPU], record_shapes=len(sys.argv) > 4) as p:
-    for _ in range(3): step()
+    for _ in range(int(os.environ.get("STEPS", 3))): step()
 print(p.key_averages(group_by_input_shape=len(sys.argv) > 4).table(sort_by="self_cpu_time_total", row_limit=int(sys.argv[5]) if len(sys.argv) > 5 else 18))
