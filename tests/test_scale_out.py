@@ -81,20 +81,26 @@ def test_slurm_sweep_survives_a_cancelled_and_a_preempted_job(tmp_path, cifar_np
     retry, although a batch-mate failed and the grace period (4 s) is far shorter than its time in the queue."""
     runs = tmp_path / "runs"
     cmd = sweep_cmd(runs, f"sqlite:///{tmp_path / 'study.db'}", cifar_npz, "hydra.sweeper.n_trials=3",
-                    "hydra.sweeper.n_jobs=2", "data.train_subset=3000", "epochs=4", "hydra/launcher=slurm_cpu",
+                    "hydra.sweeper.n_jobs=2", "data.train_subset=8000", "epochs=4", "hydra/launcher=slurm_cpu",
                     "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
                     "hydra.launcher.timeout_min=10", "logger=wandb", "logger.mode=offline", "pruner=median")
     sweeper = subprocess.Popen(cmd, cwd=ROOT, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     cancelled, preempted = runs / "trial_0000", runs / "trial_0001"
+    # each job is hit the moment its trial has a checkpoint. The cancelled job's process outlived its SIGTERM
+    # (submitit ignores it) by ~3.5 s on a fast 2-core machine, so an epoch must take more than that: with 3000
+    # training images (1.1 s an epoch there) trial 0 finished before the kill and nothing was tested
+    scancel_args = {cancelled: (), preempted: ("--signal=USR2",)}
+    tasks = {}
     deadline = time.time() + 300
-    while not ((cancelled / "checkpoint.pt").is_file() and (preempted / "checkpoint.pt").is_file()):
+    while len(tasks) < 2:
         assert sweeper.poll() is None and time.time() < deadline, "trials 0 and 1 never finished an epoch"
+        for trial_dir, args in scancel_args.items():
+            if trial_dir.name[-1] not in tasks and (trial_dir / "checkpoint.pt").is_file():
+                job = slurm.jobs_by_name()[trial_dir.name]  # each trial's job is named after its folder
+                slurm.run("scancel", *args, job)
+                tasks[trial_dir.name[-1]] = job
         time.sleep(0.05)
-    jobs = slurm.jobs_by_name()  # each trial's job is named after its folder
-    tasks = {"0": jobs["trial_0000"], "1": jobs["trial_0001"]}
-    slurm.run("scancel", tasks["0"])
-    slurm.run("scancel", "--signal=USR2", tasks["1"])
     out = sweeper.communicate(timeout=600)[0]
     assert sweeper.returncode == 0, out[-5000:]
 
