@@ -151,7 +151,7 @@ def test_slurm_slots_start_the_next_trial_when_a_job_ends(tmp_path, cifar_npz, s
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = sweep_cmd(tmp_path / "runs", storage, cifar_npz, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-                    "epochs=choice(1,4)", "model=skip_s8", "data.train_subset=600", "hydra/launcher=slurm_cpu",
+                    "epochs=choice(1,4)", "model=skip_s8", "data.train_subset=3000", "hydra/launcher=slurm_cpu",
                     "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
                     "hydra.launcher.timeout_min=10")
     cmd = [c for c in cmd if c != "epochs=3"]  # searched here, not fixed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +20,16 @@ TINY_TRIAL = ["data.train_subset=300", "data.val_size=100", "data.test_subset=10
 
 
 def sweep(tmp_path: Path, *overrides: str, search: str = "budget_50k", npz: Path | str | None = None,
-          check: bool = True) -> subprocess.CompletedProcess:
+          check: bool = True, ignore_sigint: bool = False) -> subprocess.CompletedProcess:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     given = {o.split("=", 1)[0] for o in overrides}
     base = [o for o in TINY_TRIAL if o.split("=", 1)[0] not in given]  # e.g. epochs searched instead of fixed
     cmd = [sys.executable, "-m", "cifar_sweeps.train", "--multirun", f"hparams_search={search}", *base,
            f"data.npz={npz if npz is not None else tmp_path / 'missing.npz'}",
            f"hydra.sweep.dir={tmp_path / 'runs'}", f"hydra.sweeper.storage={storage}", *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # ignore_sigint: started the way `nohup ... &` in a script starts it, with Ctrl-C (SIGINT) ignored
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=preexec)
     if check and proc.returncode != 0:
         pytest.fail(f"sweep failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -35,6 +35,7 @@ Imported during Hydra's plugin scan: no torch.
 from __future__ import annotations
 
 import logging
+import signal
 import statistics
 import threading
 import time
@@ -228,8 +229,13 @@ class Scheduler:
     # -- the policies -----------------------------------------------------------------------------
 
     def run(self, next_job: Callable[[], Job | None]) -> None:
-        timer = None
+        timer, sigint_was = None, None
         if self.deadline is not None:
+            if (threading.current_thread() is threading.main_thread()
+                    and signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL)):
+                # started with Ctrl-C ignored (`nohup ... &` in a script): interrupt_main() would then do nothing
+                # and the deadline would never stop an in-process trial; KeyboardInterrupt it is, for this sweep
+                sigint_was = signal.signal(signal.SIGINT, signal.default_int_handler)
             timer = threading.Timer(max(0.0, self.deadline - time.perf_counter()), self.expire)
             timer.daemon = True
             timer.start()
@@ -259,6 +265,8 @@ class Scheduler:
             finally:
                 if timer is not None:
                     timer.cancel()
+                if sigint_was is not None:
+                    signal.signal(signal.SIGINT, sigint_was)
                 self.progress.close()
         if self.error is not None:
             raise self.error
