@@ -182,11 +182,9 @@ def zoo(args, overrides: list[str]) -> dict:
     rows = []
     for model_name in models:
         for norm in norms:
-            cfg = compose_train_config([*overrides, f"model={model_name}", f"norm={norm}",
-                                        f"batch_size={args.batch_size}"])
-            before_cfg = compose_train_config([*overrides, f"model={model_name}", f"norm={norm}",
-                                               f"batch_size={args.batch_size}", *args.before_override]) \
-                if args.before_override else None
+            row_overrides = [*overrides, f"model={model_name}", f"norm={norm}", f"batch_size={args.batch_size}"]
+            cfg = compose_train_config(row_overrides)
+            before_cfg = compose_train_config([*row_overrides, *args.before_override]) if args.before_override else None
             setups = zoo_setups(cfg, device, threads, args.candidates, before_cfg)
             params = sum(p.numel() for p in setups[0].model.parameters())
             flops = forward_flops_per_image(setups[0].model, device)
