@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # resnet18's proxy winner (recipe_resnet18_bn trial 8) against its defaults (the global ones) at full length
 # (20 epochs, 45k/5k, then the test set), seed 1, one thread each, bf16 autocast for both (amp=true, as in the
-# search: resnet18 trains 1.99x faster in it on this CPU, docs/speed.md). A run takes about 2.7 h next to the
+# search: resnet18 trains 1.99x faster in it on this CPU, docs/speed.md). A run takes about 3 h next to the
 # other, so the pair spans sessions: continue with  RESUME=1 bash results/recipes_cpu/full_length/run_resnet18.sh
 # The sides can be started separately (the defaults do not wait for the search to end):
 #   bash results/recipes_cpu/full_length/run_resnet18.sh defaults      # or: winner, or both (the default)
