@@ -6,6 +6,7 @@ images and reports test accuracy. Works on a study that is still running or was 
 
     python -m cifar_sweeps.best airnet_full_50k                  # overrides of the best trial
     python -m cifar_sweeps.best airnet_full_50k --top 5          # the top 5, best first, with values
+    python -m cifar_sweeps.best airnet_full_50k --trial 0        # overrides of trial 0 (e.g. a queued baseline)
     python -m cifar_sweeps.train hparams_search=airnet_full_50k $(python -m cifar_sweeps.best airnet_full_50k) \\
         data.val_size=0 objective=test_acc seed=2
 """
@@ -64,9 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="study name (hydra.sweeper.study_name of the search)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    parser.add_argument("--top", type=int, default=1, help="print the N best trials with their values")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=1, help="print the N best trials with their values")
+    which.add_argument("--trial", type=int, metavar="N", help="the overrides of completed trial N instead of the best")
     args = parser.parse_args(argv)
     trials = ranked_trials(args.storage, args.study)
+    if args.trial is not None:
+        chosen = next((t for t in trials if t.number == args.trial), None)
+        if chosen is None:
+            raise SystemExit(f"study {args.study!r} has no completed trial {args.trial}; completed: "
+                             f"{', '.join(str(t.number) for t in sorted(trials, key=lambda t: t.number))}")
+        print(f"trial {chosen.number}: value {chosen.value:.4f}, rank {trials.index(chosen) + 1} of {len(trials)} "
+              "completed", file=sys.stderr)
+        print(as_overrides(chosen.params))
+        return
     if args.top == 1:
         best = trials[0]
         print(f"trial {best.number}: value {best.value:.4f} of {len(trials)} completed", file=sys.stderr)

@@ -177,6 +177,17 @@ def test_enqueued_trials_run_first_and_once(tmp_path, cifar_npz):
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert [t.params.get("optimizer.lr") == 0.3 for t in trials] == [True, False, False]
 
+    # the queued baseline read back as overrides (to train it at full length beside the winner); a trial that
+    # did not complete is named with the ones that did
+    storage = ["--storage", f"sqlite:///{tmp_path / 'study.db'}"]
+    baseline = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "recipe_airnet_bn", "--trial", "0", *storage],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert dict(o.split("=", 1) for o in baseline.stdout.split()) == {k: str(v) for k, v in trials[0].params.items()}
+    assert "trial 0: value" in baseline.stderr
+    missing = subprocess.run([sys.executable, "-m", "cifar_sweeps.best", "recipe_airnet_bn", "--trial", "7", *storage],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "no completed trial 7; completed: 0, 1, 2" in missing.stderr
+
 
 def test_best_names_the_studies_there_when_the_study_is_missing(tmp_path, cifar_npz):
     sweep(tmp_path, "model=airnet", "hydra.sweeper.n_trials=1", npz=cifar_npz)
