@@ -30,15 +30,22 @@ def test_model_alone_brings_its_recipe(model):
     assert cfg.optimizer == compose_cfg(["model=airnet", f"optimizer=tuned_{model}"]).optimizer
 
 
-# the zoo models that have no recipe file yet: their recipe is the global defaults (airnet's), until a search
-# for them is done and checked at full length (docs/models.md, "Default recipes")
-WITHOUT_RECIPE = sorted({p.stem for p in (CONF_DIR / "model").glob("*.yaml")} - set(RECIPES) - {"airnet"})
+def test_every_zoo_model_but_airnet_has_a_recipe():
+    # airnet's recipe is the global defaults themselves (docs/models.md, "Default recipes")
+    models = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert models - set(RECIPES) == {"airnet"}
 
 
-@pytest.mark.parametrize("model", WITHOUT_RECIPE)
-def test_model_without_a_recipe_trains_with_the_global_defaults(model):
-    defaults = compose_cfg([])  # airnet, the default model, whose recipe the global defaults are
-    cfg = compose_cfg([f"model={model}"])
+def test_model_without_a_recipe_trains_with_the_global_defaults(tmp_path):
+    # a user's own model (here resnet18's yaml without its recipe line, on the user's search path) trains with
+    # the global defaults, which are airnet's recipe
+    (tmp_path / "model").mkdir()
+    model_yaml = OmegaConf.load(CONF_DIR / "model" / "resnet18.yaml")
+    model_yaml.pop("defaults", None)
+    OmegaConf.save(model_yaml, tmp_path / "model" / "plain_resnet18.yaml")
+    defaults = compose_cfg([])  # airnet, the default model
+    cfg = compose_cfg([f"hydra.searchpath=[file://{tmp_path}]", "model=plain_resnet18"])
+    assert cfg.model._target_.endswith("ResNet18") and cfg.model.dropout == model_yaml.dropout
     for key in ("optimizer", "scheduler", "batch_size", "loss", "augment", "epochs"):
         assert cfg[key] == defaults[key], key
 
@@ -70,6 +77,7 @@ RECIPE_STUDIES = {
     # the proxy's best (trial 14) only tied the queued defaults (trial 0) at full length, so they stay
     "advanced_c4": ("recipes_cpu/optuna.db", "recipe", "bn", 0),
     "s8_net": ("recipes_cpu/optuna.db", "recipe", "bn", None),  # the proxy's best, which also won at full length
+    "resnet18": ("recipes_cpu/optuna.db", "recipe", "bn", None),  # the same
 }
 
 
@@ -95,13 +103,13 @@ def test_recipe_is_its_stored_search_trial(model):
 # validation accuracy with seeds 1 / 2, the global defaults -> the model's recipe: dilated_c4 GN 20.2 / 17.2 ->
 # 26.7 / 25.1 %, BN 25.2 / 22.5 -> 41.7 / 38.8 %; skip_s8 BN 35.3 / 34.4 -> 43.8 / 41.8 %. A floor between the
 # two catches a recipe that stops learning. airnet's recipe is the global defaults (35.6 / 37.7 %), advanced_c4's
-# the global defaults pinned (39.6 / 37.3 %). s8_net 43.8 / 41.9 -> 49.4 / 48.7 % and resnet18 (on the global defaults,
-# 44.2 / 40.0 %) take 80 s and 170 s as tests on a 2-core CPU, so their guards are `slow` (python -m pytest -m
-# slow tests/test_recipes.py) to keep the suite near 15 min.
+# the global defaults pinned (39.6 / 37.3 %). s8_net 43.8 / 41.9 -> 49.4 / 48.7 % and resnet18 44.2 / 40.0 -> 51.2 /
+# 52.9 % take 80 s and 462 s (beside a training run) as tests on a 2-core CPU, so their guards are `slow` (python -m pytest -m slow
+# tests/test_recipes.py) to keep the suite near 15 min.
 GUARD = [("airnet", "bn", 0.30), ("dilated_c4", "gn", 0.23), ("dilated_c4", "bn", 0.32), ("skip_s8", "bn", 0.39),
          ("advanced_c4", "bn", 0.33),
          pytest.param("s8_net", "bn", 0.44, marks=pytest.mark.slow),
-         pytest.param("resnet18", "bn", 0.35, marks=pytest.mark.slow)]
+         pytest.param("resnet18", "bn", 0.47, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("model,norm,floor", GUARD)

@@ -24,9 +24,10 @@ study=recipe_${model}_bn storage=sqlite:///results/recipes_cpu/optuna.db
 seed=${SEED:-1}
 # the best trial, as "trial N<TAB>value ...<TAB>params ...<TAB>overrides"
 best=$(python -m cifar_sweeps.best "$study" --storage "$storage" --top 2 | head -n 1)
-number=$(cut -f1 <<<"$best") number=${number#trial }
+number=$(cut -f1 <<<"$best")
+number=${number#trial }
 winner=$(cut -f4 <<<"$best")
-defaults=$(python -m cifar_sweeps.best "$study" --storage "$storage" --trial 0 2>/dev/null)
+defaults=$(python -m cifar_sweeps.best "$study" --storage "$storage" --trial 0)  # says "trial 0: value ..." on stderr
 [ "$number" != 0 ] || { echo "$study: the best trial is trial 0, the defaults themselves; nothing to compare" >&2; exit 2; }
 
 run() {  # folder, overrides...
