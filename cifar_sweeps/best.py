@@ -61,6 +61,15 @@ def as_overrides(params: dict) -> str:
                     for key, value in sorted(params.items()))
 
 
+def completed_trial(ranked: list[optuna.trial.FrozenTrial], number: int, study_name: str) -> optuna.trial.FrozenTrial:
+    """Trial `number` among a study's completed trials (ranked_trials), or an error listing those there are."""
+    chosen = next((t for t in ranked if t.number == number), None)
+    if chosen is None:
+        raise SystemExit(f"study {study_name!r} has no completed trial {number}; completed: "
+                         f"{', '.join(str(t.number) for t in sorted(ranked, key=lambda t: t.number))}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="study name (hydra.sweeper.study_name of the search)")
@@ -71,10 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     trials = ranked_trials(args.storage, args.study)
     if args.trial is not None:
-        chosen = next((t for t in trials if t.number == args.trial), None)
-        if chosen is None:
-            raise SystemExit(f"study {args.study!r} has no completed trial {args.trial}; completed: "
-                             f"{', '.join(str(t.number) for t in sorted(trials, key=lambda t: t.number))}")
+        chosen = completed_trial(trials, args.trial, args.study)
         print(f"trial {chosen.number}: value {chosen.value:.4f}, rank {trials.index(chosen) + 1} of {len(trials)} "
               "completed", file=sys.stderr)
         print(as_overrides(chosen.params))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_sweeps.best import as_overrides, ranked_trials
+from cifar_sweeps.best import as_overrides, completed_trial, ranked_trials
 from cifar_sweeps.train import train
 from conftest import CONF_DIR, ROOT, compose_cfg
 
@@ -91,7 +91,7 @@ def test_recipe_is_its_stored_search_trial(model):
     database, search, norm, number = RECIPE_STUDIES[model]
     storage = f"sqlite:///{ROOT / 'results' / database}"
     ranked = ranked_trials(storage, f"{search}_{model}_{norm}")
-    chosen = ranked[0] if number is None else next(t for t in ranked if t.number == number)
+    chosen = ranked[0] if number is None else completed_trial(ranked, number, f"{search}_{model}_{norm}")
     searched = compose_cfg([f"hparams_search={search}", f"model={model}", f"norm={norm}",
                             *as_overrides(chosen.params).split()])
     recipe = compose_cfg([f"model={model}", f"norm={norm}"])
@@ -104,8 +104,8 @@ def test_recipe_is_its_stored_search_trial(model):
 # 26.7 / 25.1 %, BN 25.2 / 22.5 -> 41.7 / 38.8 %; skip_s8 BN 35.3 / 34.4 -> 43.8 / 41.8 %. A floor between the
 # two catches a recipe that stops learning. airnet's recipe is the global defaults (35.6 / 37.7 %), advanced_c4's
 # the global defaults pinned (39.6 / 37.3 %). s8_net 43.8 / 41.9 -> 49.4 / 48.7 % and resnet18 44.2 / 40.0 -> 51.2 /
-# 52.9 % take 80 s and 462 s (beside a training run) as tests on a 2-core CPU, so their guards are `slow` (python -m pytest -m slow
-# tests/test_recipes.py) to keep the suite near 15 min.
+# 52.9 % take 80 s and 462 s (beside a training run) as tests on a 2-core CPU, so their guards are `slow`
+# (python -m pytest -m slow tests/test_recipes.py) to keep the suite near 15 min.
 GUARD = [("airnet", "bn", 0.30), ("dilated_c4", "gn", 0.23), ("dilated_c4", "bn", 0.32), ("skip_s8", "bn", 0.39),
          ("advanced_c4", "bn", 0.33),
          pytest.param("s8_net", "bn", 0.44, marks=pytest.mark.slow),
